@@ -1,0 +1,112 @@
+"""The `hardened-cluster` command. Exit codes: 0 ok, 1 findings or drift, 2 invalid input."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hardened_cluster.errors import DeliveryError, SpecError
+from hardened_cluster.spec import LoadedSpec, load_spec
+
+EXIT_OK, EXIT_FINDINGS, EXIT_INVALID = 0, 1, 2
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own exit code is 2 as well; keep its wording
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_INVALID)
+
+
+def _spec_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--spec", required=True, type=Path, help="inventories/<env>/cluster.yaml")
+
+
+def _state(loaded: LoadedSpec) -> Path:
+    from hardened_cluster.secrets import state_dir
+
+    return state_dir(loaded.spec.cluster.name)
+
+
+def _plan(loaded: LoadedSpec):
+    from hardened_cluster.plan import render_plan
+    from hardened_cluster.secrets import resolve_secrets
+
+    return render_plan(loaded, resolve_secrets(loaded, _state(loaded)))
+
+
+def cmd_validate(args) -> int:
+    loaded = load_spec(args.spec)
+    spec = loaded.spec
+    counts = {r: len(spec.nodes_with(r)) for r in ("etcd", "control-plane", "worker")}
+    print(f"{args.spec}: valid: cluster {spec.cluster.name}, Kubernetes {spec.cluster.kubernetes_version}, "
+          + ", ".join(f"{n} {r}" for r, n in counts.items()))
+    return EXIT_OK
+
+
+def cmd_render(args) -> int:
+    plan = _plan(load_spec(args.spec))
+    count = plan.write_tree(args.out)
+    print(f"wrote {count} files for {len(plan.hosts)} hosts and {len(plan.manifests)} manifests under {args.out}")
+    return EXIT_OK
+
+
+def cmd_plan(args) -> int:
+    plan = _plan(load_spec(args.spec))
+    for name, host in plan.hosts.items():
+        print(f"{name} ({', '.join(host.node.roles)}, {host.node.address}): {len(host.files)} files")
+        for f in sorted(host.files.values(), key=lambda f: (f.role, f.path)):
+            print(f"  {f.role:<18} {f.mode} {f.owner}:{f.group:<6} {f.path}  sha256:{f.sha256[:12]}")
+        for note in host.notes:
+            print(f"  note: {note}")
+    print(f"cluster objects: {', '.join(sorted(plan.manifests)) or 'none'}")
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    from hardened_cluster.cis import check_plan, summary
+
+    findings = check_plan(_plan(load_spec(args.spec)))
+    for f in findings:
+        where = f" [{f.host}]" if f.host else ""
+        print(f"{f.status:<14} {f.id:<8} {f.title}{where}" + (f"\n               {f.detail}" if f.detail and f.status != "PASS" else ""))
+    counts = summary(findings)
+    print("summary: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return EXIT_FINDINGS if counts.get("FAIL") else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="hardened-cluster", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name, func, help_ in (
+        ("validate", cmd_validate, "validate a cluster spec"),
+        ("plan", cmd_plan, "show per host which files will be placed"),
+        ("check", cmd_check, "CIS Kubernetes Benchmark checks of the rendered plan"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        _spec_arg(p)
+        p.set_defaults(func=func)
+    p = sub.add_parser("render", help="write the per-host file trees for review")
+    _spec_arg(p)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_render)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_INVALID
+    except DeliveryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FINDINGS
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The port matrix: which sources reach which port on a node, by role.
+
+Everything not listed is dropped by the node's nftables input chain. The ruleset template only
+formats these rules, so tests and the Pulumi program check the matrix itself.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from hardened_cluster.spec import Node, Spec
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+CNI_PORTS = {
+    "calico": [("bgp", "tcp", "179"), ("vxlan", "udp", "4789"), ("typha", "tcp", "5473")],
+    "cilium": [("vxlan", "udp", "8472"), ("cilium-health", "tcp", "4240")],
+    "flannel": [("vxlan", "udp", "8472")],
+    "none": [],
+}
+NODEPORT_RANGE = "30000-32767"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    protocol: str
+    port: str  # a port or an nftables range "a-b"
+    sources: tuple[Network, ...]
+
+    def sources_v(self, version: int) -> list[str]:
+        return [str(s) for s in self.sources if s.version == version]
+
+
+def _hosts(nodes: list[Node]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(n.address) for n in nodes)
+
+
+def _collapse(networks: tuple[Network, ...]) -> tuple[Network, ...]:
+    v4 = ipaddress.collapse_addresses(n for n in networks if n.version == 4)
+    v6 = ipaddress.collapse_addresses(n for n in networks if n.version == 6)
+    return tuple(list(v4) + list(v6))
+
+
+def node_rules(spec: Spec, node: Node) -> list[Rule]:
+    admins = tuple(spec.network.admin_cidrs)
+    etcd = _hosts(spec.nodes_with("etcd"))
+    control_plane = _hosts(spec.nodes_with("control-plane"))
+    kube_nodes = _hosts([n for n in spec.nodes if "control-plane" in n.roles or "worker" in n.roles])
+    roles = set(node.roles)
+    rules = [Rule("ssh", "tcp", str(spec.ssh_port(node)), admins)]
+    if "etcd" in roles:
+        rules.append(Rule("etcd-client", "tcp", str(spec.etcd.client_port), control_plane + etcd))
+        rules.append(Rule("etcd-peer", "tcp", str(spec.etcd.peer_port), etcd))
+    if "control-plane" in roles:
+        port = spec.cluster.control_plane_endpoint.rpartition(":")[2]
+        # Pods reach the API server through the kubernetes Service, from pod addresses.
+        rules.append(Rule("kube-apiserver", "tcp", port, admins + kube_nodes + (spec.network.pod_cidr,)))
+    if roles & {"control-plane", "worker"}:
+        rules.append(Rule("kubelet", "tcp", "10250", control_plane))
+        rules += [Rule(f"cni-{name}", proto, port, kube_nodes) for name, proto, port in CNI_PORTS[spec.network.cni]]
+    if "worker" in roles and spec.firewall.nodeport_range.enabled:
+        rules.append(Rule("nodeports", "tcp", NODEPORT_RANGE, tuple(spec.firewall.nodeport_range.sources) or admins))
+    for extra in spec.firewall.extra_ports:
+        if roles & set(extra.roles):
+            rules.append(Rule(extra.name, extra.protocol, str(extra.port), tuple(extra.sources)))
+    return [Rule(r.name, r.protocol, r.port, _collapse(r.sources)) for r in rules]

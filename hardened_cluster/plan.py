@@ -1,0 +1,317 @@
+"""The plan: every file for every host, rendered from `templates/` with one Jinja2 environment.
+
+A template's path mirrors where its output lands (`templates/etc/nftables.conf.j2` becomes
+`/etc/nftables.conf`). Each planned file names the role that delivers it; roles only copy their
+own files and manage host state.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from hardened_cluster import firewall
+from hardened_cluster.secrets import ClusterSecrets
+from hardened_cluster.spec import LoadedSpec, Node, Spec
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = REPO_ROOT / "templates"
+
+# Kubernetes version -> the CRI/kubeadm API versions its config files use.
+KUBEADM_API = "kubeadm.k8s.io/v1beta4"
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What preflight found on a host that changes what is rendered for it."""
+
+    kata_capable: bool = True
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str
+    content: str = field(repr=False)
+    mode: str
+    role: str
+    owner: str = "root"
+    group: str = "root"
+    secret: bool = False
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content.encode()).hexdigest()
+
+
+@dataclass
+class HostPlan:
+    node: Node
+    files: dict[str, PlannedFile]
+    notes: list[str]
+
+    def for_role(self, role: str) -> list[PlannedFile]:
+        return [f for f in self.files.values() if f.role == role]
+
+
+@dataclass
+class Plan:
+    loaded: LoadedSpec
+    hosts: dict[str, HostPlan]
+    manifests: dict[str, PlannedFile]
+
+    @property
+    def spec(self) -> Spec:
+        return self.loaded.spec
+
+    def write_tree(self, out: Path) -> int:
+        """Write `<out>/<host>/<path>` and `<out>/cluster/manifests/...` with each file's mode.
+
+        Directories are 0700: the tree holds keys. Files no longer planned are removed, so the
+        tree is exactly the plan.
+        """
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(out, 0o700)
+        wanted: dict[Path, PlannedFile] = {}
+        for name, host in self.hosts.items():
+            for f in host.files.values():
+                wanted[out / name / f.path.lstrip("/")] = f
+        for f in self.manifests.values():
+            wanted[out / "cluster" / f.path] = f
+        for path, f in wanted.items():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            data = f.content.encode()
+            if not (path.is_file() and path.read_bytes() == data):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+            os.chmod(path, int(f.mode, 8))
+        for path in sorted(out.rglob("*"), reverse=True):
+            if path.is_file() and path not in wanted:
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        return len(wanted)
+
+    def role_hashes(self, role: str, hosts: list[str] | None = None) -> dict[str, str]:
+        """Per host, one hash over the role's files: what the Pulumi tiers diff on."""
+        out = {}
+        for name, host in self.hosts.items():
+            if hosts is not None and name not in hosts:
+                continue
+            files = host.for_role(role)
+            if files:
+                digest = hashlib.sha256()
+                for f in sorted(files, key=lambda f: f.path):
+                    digest.update(f"{f.path}\0{f.mode}\0{f.owner}\0{f.group}\0{f.sha256}\n".encode())
+                out[name] = digest.hexdigest()
+        return out
+
+
+@dataclass(frozen=True)
+class Context:
+    """Cluster-wide values every template may use, computed once per plan."""
+
+    spec: Spec
+    secrets: ClusterSecrets
+    facts: dict[str, HostFacts]
+
+    @cached_property
+    def etcd_members(self) -> list[Node]:
+        return self.spec.nodes_with("etcd")
+
+    @cached_property
+    def control_plane(self) -> list[Node]:
+        return self.spec.nodes_with("control-plane")
+
+    @cached_property
+    def etcd_endpoints(self) -> list[str]:
+        return [f"https://{_host(n)}:{self.spec.etcd.client_port}" for n in self.etcd_members]
+
+    @cached_property
+    def etcd_initial_cluster(self) -> str:
+        return ",".join(f"{n.name}=https://{_host(n)}:{self.spec.etcd.peer_port}" for n in self.etcd_members)
+
+    def runtimes_on(self, node: Node) -> list[str]:
+        """Runtime handlers containerd gets on this node; Kata only where preflight found KVM."""
+        out = ["runc"]
+        rt = self.spec.runtimes
+        if rt.gvisor.enabled and node.name in rt.gvisor.nodes:
+            out.append("gvisor")
+        if rt.kata.enabled and node.name in rt.kata.nodes and self.facts.get(node.name, HostFacts()).kata_capable:
+            out.append("kata")
+        return out
+
+
+def _host(node: Node) -> str:
+    return f"[{node.address}]" if node.address.version == 6 else str(node.address)
+
+
+Predicate = Callable[[Context, Node], bool]
+Source = Callable[[Context, Node], str]
+
+
+@dataclass(frozen=True)
+class FileRule:
+    """One file a role places on the hosts it applies to."""
+
+    path: str
+    role: str
+    mode: str
+    when: Predicate
+    owner: str = "root"
+    group: str = "root"
+    source: Source | None = None  # data from secrets/PKI instead of a template
+    secret: bool = False
+
+
+def _roles(*names: str) -> Predicate:
+    return lambda ctx, node: bool(set(names) & set(node.roles))
+
+
+def _first_cp(ctx: Context, node: Node) -> bool:
+    return node.name == ctx.control_plane[0].name
+
+
+def _other_cp(ctx: Context, node: Node) -> bool:
+    return "control-plane" in node.roles and not _first_cp(ctx, node)
+
+
+def _etcd_pki(kind: str, part: str) -> Source:
+    return lambda ctx, node: getattr(getattr(ctx.secrets.pki, kind)[node.name], part)
+
+
+def _pki(attr: str, part: str) -> Source:
+    return lambda ctx, node: getattr(getattr(ctx.secrets.pki, attr), part)
+
+
+def _snapshot_key(ctx: Context, node: Node) -> str:
+    return ctx.secrets.snapshot_key + "\n"
+
+
+def _all(*preds: Predicate) -> Predicate:
+    return lambda ctx, node: all(p(ctx, node) for p in preds)
+
+
+_etcd = _roles("etcd")
+_cp = _roles("control-plane")
+_kube = _roles("control-plane", "worker")
+
+FILES: list[FileRule] = [
+    FileRule("/etc/sysctl.d/90-hardened-cluster.conf", "os_hardening", "0644", lambda c, n: c.spec.os_hardening.sysctl),
+    FileRule("/etc/ssh/sshd_config.d/10-hardened-cluster.conf", "ssh_hardening", "0600", lambda c, n: c.spec.ssh_hardening.enabled),
+    FileRule("/etc/nftables.conf", "firewall", "0600", lambda c, n: True),
+    # etcd
+    FileRule("/etc/etcd/etcd.conf.yml", "etcd", "0600", _etcd, owner="etcd", group="etcd"),
+    FileRule("/etc/systemd/system/etcd.service", "etcd", "0644", _etcd),
+    FileRule("/etc/etcd/pki/ca.crt", "etcd", "0600", _etcd, "etcd", "etcd", _pki("etcd_ca", "cert_pem")),
+    FileRule("/etc/etcd/pki/server.crt", "etcd", "0600", _etcd, "etcd", "etcd", _etcd_pki("etcd_server", "cert_pem")),
+    FileRule("/etc/etcd/pki/server.key", "etcd", "0600", _etcd, "etcd", "etcd", _etcd_pki("etcd_server", "key_pem"), True),
+    FileRule("/etc/etcd/pki/peer.crt", "etcd", "0600", _etcd, "etcd", "etcd", _etcd_pki("etcd_peer", "cert_pem")),
+    FileRule("/etc/etcd/pki/peer.key", "etcd", "0600", _etcd, "etcd", "etcd", _etcd_pki("etcd_peer", "key_pem"), True),
+    FileRule("/etc/etcd/pki/healthcheck-client.crt", "etcd", "0600", _etcd, source=_pki("etcd_healthcheck_client", "cert_pem")),
+    FileRule("/etc/etcd/pki/healthcheck-client.key", "etcd", "0600", _etcd, source=_pki("etcd_healthcheck_client", "key_pem"), secret=True),
+    FileRule("/usr/local/sbin/etcd-snapshot", "etcd", "0700", _all(_etcd, lambda c, n: c.spec.etcd.snapshot.enabled)),
+    FileRule("/etc/systemd/system/etcd-snapshot.service", "etcd", "0644", _all(_etcd, lambda c, n: c.spec.etcd.snapshot.enabled)),
+    FileRule("/etc/systemd/system/etcd-snapshot.timer", "etcd", "0644", _all(_etcd, lambda c, n: c.spec.etcd.snapshot.enabled)),
+    FileRule("/etc/etcd/snapshot.key", "etcd", "0600",
+             _all(_etcd, lambda c, n: c.spec.etcd.snapshot.enabled and c.secrets.snapshot_key is not None),
+             source=_snapshot_key, secret=True),
+    # container runtime
+    FileRule("/etc/containerd/config.toml", "container_runtime", "0600", _kube),
+    FileRule("/etc/containerd/runsc.toml", "container_runtime", "0644", lambda c, n: "gvisor" in c.runtimes_on(n)),
+    FileRule("/etc/crictl.yaml", "container_runtime", "0644", _kube),
+    # kubelet on every Kubernetes node
+    FileRule("/etc/systemd/system/kubelet.service", "kubernetes_node", "0644", _kube),
+    FileRule("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf", "kubernetes_node", "0644", _kube),
+    FileRule("/var/lib/kubelet/config.yaml", "kubernetes_node", "0600", _kube),
+    # control plane
+    FileRule("/etc/kubernetes/kubeadm/kubeadm-init.yaml", "control_plane", "0600", _first_cp, secret=True),
+    FileRule("/etc/kubernetes/kubeadm/kubeadm-join.yaml", "control_plane", "0600", _other_cp, secret=True),
+    FileRule("/etc/kubernetes/encryption/encryption-config.yaml", "control_plane", "0600", _cp,
+             secret=True),
+    FileRule("/etc/kubernetes/audit/audit-policy.yaml", "control_plane", "0600", _cp),
+    FileRule("/etc/kubernetes/admission/admission-config.yaml", "control_plane", "0600", _cp),
+    FileRule("/etc/kubernetes/admission/event-rate-limit.yaml", "control_plane", "0600", _cp),
+    FileRule("/etc/kubernetes/pki/etcd/ca.crt", "control_plane", "0600", _cp, source=_pki("etcd_ca", "cert_pem")),
+    FileRule("/etc/kubernetes/pki/apiserver-etcd-client.crt", "control_plane", "0600", _cp, source=_pki("apiserver_etcd_client", "cert_pem")),
+    FileRule("/etc/kubernetes/pki/apiserver-etcd-client.key", "control_plane", "0600", _cp, source=_pki("apiserver_etcd_client", "key_pem"), secret=True),
+    FileRule("/etc/kubernetes/pki/ca.crt", "control_plane", "0600", _first_cp, source=_pki("kubernetes_ca", "cert_pem")),
+    FileRule("/etc/kubernetes/pki/ca.key", "control_plane", "0600", _first_cp, source=_pki("kubernetes_ca", "key_pem"), secret=True),
+    FileRule("/etc/kubernetes/pki/front-proxy-ca.crt", "control_plane", "0600", _first_cp, source=_pki("front_proxy_ca", "cert_pem")),
+    FileRule("/etc/kubernetes/pki/front-proxy-ca.key", "control_plane", "0600", _first_cp, source=_pki("front_proxy_ca", "key_pem"), secret=True),
+    FileRule("/etc/kubernetes/pki/sa.pub", "control_plane", "0600", _first_cp, source=_pki("service_account", "cert_pem")),
+    FileRule("/etc/kubernetes/pki/sa.key", "control_plane", "0600", _first_cp, source=_pki("service_account", "key_pem"), secret=True),
+    # worker join
+    FileRule("/etc/kubernetes/kubeadm/kubeadm-join.yaml", "worker", "0600",
+             lambda c, n: "worker" in n.roles and "control-plane" not in n.roles, secret=True),
+]
+
+# Cluster objects, applied with the admin kubeconfig (CLI) or as typed resources (Pulumi).
+MANIFESTS: list[tuple[str, Callable[[Context], bool]]] = [
+    ("manifests/namespaces.yaml", lambda c: bool(c.spec.namespaces)),
+    ("manifests/runtimeclass-gvisor.yaml", lambda c: c.spec.runtimes.gvisor.enabled),
+    ("manifests/runtimeclass-kata.yaml", lambda c: c.spec.runtimes.kata.enabled),
+    ("manifests/networkpolicies.yaml", lambda c: any(ns.baseline_network_policy for ns in c.spec.namespaces)),
+]
+
+
+def _yaml_filter(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=False, sort_keys=False).rstrip("\n")
+
+
+def make_environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["to_yaml"] = _yaml_filter
+    env.filters["to_json"] = lambda v: json.dumps(v)
+    return env
+
+
+def _template_name(path: str) -> str:
+    return path.lstrip("/") + ".j2"
+
+
+def render_plan(loaded: LoadedSpec, secrets: ClusterSecrets, facts: dict[str, HostFacts] | None = None) -> Plan:
+    env = make_environment()
+    ctx = Context(spec=loaded.spec, secrets=secrets, facts=facts or {})
+    templates: dict[str, jinja2.Template] = {}
+    hosts: dict[str, HostPlan] = {}
+    for node in loaded.spec.nodes:
+        files: dict[str, PlannedFile] = {}
+        notes: list[str] = []
+        variables = {"spec": ctx.spec, "ctx": ctx, "node": node, "rules": firewall.node_rules(ctx.spec, node),
+                     "runtimes": ctx.runtimes_on(node)}
+        for rule in FILES:
+            if not rule.when(ctx, node):
+                continue
+            if rule.source is not None:
+                content = rule.source(ctx, node)
+            else:
+                name = _template_name(rule.path)
+                if name not in templates:
+                    templates[name] = env.get_template(name)
+                content = templates[name].render(variables)
+            files[rule.path] = PlannedFile(rule.path, content, rule.mode, rule.role, rule.owner, rule.group, rule.secret)
+        rt = loaded.spec.runtimes
+        if rt.kata.enabled and node.name in rt.kata.nodes and "kata" not in variables["runtimes"]:
+            notes.append("kata handler left out: preflight found no /dev/kvm with vhost-vsock on this host")
+        hosts[node.name] = HostPlan(node, files, notes)
+    manifests = {}
+    for path, when in MANIFESTS:
+        if when(ctx):
+            content = env.get_template(_template_name(path)).render({"spec": ctx.spec, "ctx": ctx})
+            manifests[path] = PlannedFile(path, content, "0644", "cluster_objects")
+    return Plan(loaded, hosts, manifests)

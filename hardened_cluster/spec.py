@@ -1,0 +1,593 @@
+"""The cluster spec: one typed YAML document per environment, validated once at load.
+
+`load_spec` is the only way in. Every problem is reported with its key path
+(`nodes[3].roles`) and what is allowed; nothing is contacted while loading.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import paramiko
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from hardened_cluster.errors import SpecError, SpecIssue
+
+SUPPORTED_KUBERNETES_MINORS = (33, 34, 35, 36, 37)
+KEY_LENGTHS = {"aescbc": (16, 24, 32), "aesgcm": (16, 24, 32), "secretbox": (32,)}
+ROLES = ("etcd", "control-plane", "worker")
+
+DnsLabel = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(Model):
+    """Where a secret comes from. Its value is never written in the spec."""
+
+    env: str | None = None
+    file: Path | None = None
+    generated: bool = False
+
+    def describe(self) -> str:
+        if self.env:
+            return f"environment variable {self.env}"
+        if self.file:
+            return f"file {self.file}"
+        return "generated secret"
+
+
+class NodeSSH(Model):
+    host_key: str | None = None
+    user: str | None = None
+    port: Port | None = None
+
+
+class Node(Model):
+    name: DnsLabel
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    roles: list[Literal["etcd", "control-plane", "worker"]] = Field(min_length=1)
+    ssh: NodeSSH = NodeSSH()
+    labels: dict[str, str] = {}
+
+
+class SSH(Model):
+    user: str = "hcadmin"
+    port: Port = 22
+    private_key_file: Path = Path("~/.ssh/id_ed25519")
+    known_hosts: Path | None = None
+
+
+class Cluster(Model):
+    name: DnsLabel
+    domain: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")] = "cluster.local"
+    kubernetes_version: str
+    control_plane_endpoint: str
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        match = re.fullmatch(r"v?1\.(\d+)\.(\d+)", value)
+        supported = ", ".join(f"1.{m}.x" for m in SUPPORTED_KUBERNETES_MINORS)
+        if not match or int(match.group(1)) not in SUPPORTED_KUBERNETES_MINORS:
+            raise ValueError(f"'{value}' is not supported; allowed: {supported}")
+        return value.lstrip("v")
+
+    @field_validator("control_plane_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+            raise ValueError(f"'{value}' must be host:port, e.g. api.example.com:6443")
+        return value
+
+    @property
+    def minor(self) -> int:
+        return int(self.kubernetes_version.split(".")[1])
+
+
+class Network(Model):
+    node_cidrs: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(min_length=1)
+    pod_cidr: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.IPv4Network("10.244.0.0/16")
+    service_cidr: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.IPv4Network("10.96.0.0/12")
+    admin_cidrs: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(min_length=1)
+    i_accept_api_and_ssh_open_to_the_internet: bool = False
+    cni: Literal["calico", "cilium", "flannel", "none"] = "calico"
+
+
+class Snapshot(Model):
+    enabled: bool = True
+    schedule: str = "*-*-* 02:00:00"
+    retention: Annotated[int, Field(ge=1, le=365)] = 7
+    directory: Path = Path("/var/backups/etcd")
+    encryption_key: SecretRef | None = None
+
+
+class Etcd(Model):
+    topology: Literal["external"] = "external"
+    data_dir: Path = Path("/var/lib/etcd")
+    client_port: Port = 2379
+    peer_port: Port = 2380
+    snapshot: Snapshot = Snapshot()
+    heartbeat_interval_ms: Annotated[int, Field(ge=10, le=5000)] = 100
+    election_timeout_ms: Annotated[int, Field(ge=50, le=50000)] = 1000
+
+
+class EncryptionKey(Model):
+    name: DnsLabel
+    secret: SecretRef
+
+
+class Kms(Model):
+    name: DnsLabel
+    endpoint: Annotated[str, StringConstraints(pattern=r"^unix:///.+")]
+    timeout: Annotated[str, StringConstraints(pattern=r"^\d+(ms|s|m)$")] = "3s"
+
+
+class Encryption(Model):
+    provider: Literal["aescbc", "aesgcm", "secretbox", "kms-v2"] = "secretbox"
+    keys: list[EncryptionKey] = []
+    kms: Kms | None = None
+    resources: list[str] = ["secrets", "configmaps"]
+
+
+class AuditWebhook(Model):
+    kubeconfig: Path
+    mode: Literal["batch", "blocking", "blocking-strict"] = "batch"
+
+
+class Audit(Model):
+    level: Literal["Metadata", "Request", "RequestResponse"] = "Metadata"
+    log_path: Path = Path("/var/log/kubernetes/audit/audit.log")
+    max_age: Annotated[int, Field(ge=1)] = 30
+    max_backup: Annotated[int, Field(ge=1)] = 10
+    max_size: Annotated[int, Field(ge=1)] = 100
+    webhook: AuditWebhook | None = None
+
+
+PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
+
+
+class PodSecurity(Model):
+    enforce: PodSecurityLevel = "baseline"
+    audit: PodSecurityLevel = "restricted"
+    warn: PodSecurityLevel = "restricted"
+    version: str = "latest"
+    exempt_namespaces: list[DnsLabel] = ["kube-system"]
+
+
+class EventRateLimitEntry(Model):
+    type: Literal["Server", "Namespace", "User", "SourceAndObject"]
+    qps: Annotated[int, Field(ge=1)]
+    burst: Annotated[int, Field(ge=1)]
+    cache_size: Annotated[int, Field(ge=1)] | None = None
+
+
+class Admission(Model):
+    pod_security: PodSecurity = PodSecurity()
+    event_rate_limit: list[EventRateLimitEntry] = [
+        EventRateLimitEntry(type="Server", qps=50, burst=100),
+        EventRateLimitEntry(type="Namespace", qps=50, burst=100, cache_size=2000),
+    ]
+    always_pull_images: bool = True
+
+
+class SandboxRuntime(Model):
+    enabled: bool = False
+    nodes: list[DnsLabel] = []
+
+
+class GVisor(SandboxRuntime):
+    platform: Literal["systrap", "ptrace", "kvm"] = "systrap"
+
+
+class Runtimes(Model):
+    default: Literal["runc"] = "runc"
+    gvisor: GVisor = GVisor()
+    kata: SandboxRuntime = SandboxRuntime()
+    artifacts: Literal["distro", "release"] = "release"
+
+
+class ExtraPort(Model):
+    name: DnsLabel
+    port: Port
+    protocol: Literal["tcp", "udp"] = "tcp"
+    roles: list[Literal["etcd", "control-plane", "worker"]] = Field(min_length=1)
+    sources: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(min_length=1)
+
+
+class NodePortRange(Model):
+    enabled: bool = False
+    sources: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+
+
+class Firewall(Model):
+    nodeport_range: NodePortRange = NodePortRange()
+    extra_ports: list[ExtraPort] = []
+
+
+class OSHardening(Model):
+    sysctl: bool = True
+    swap_off: bool = True
+    sensitive_file_permissions: bool = True
+    remove_setuid: bool = True
+    disable_services: list[str] = ["avahi-daemon", "cups", "rpcbind", "bluetooth"]
+
+
+class SSHHardening(Model):
+    enabled: bool = True
+    max_auth_tries: Annotated[int, Field(ge=1, le=10)] = 3
+    client_alive_interval: Annotated[int, Field(ge=0)] = 300
+    allow_tcp_forwarding: bool = False
+
+
+class NamespacePolicy(Model):
+    name: DnsLabel
+    pod_security: PodSecurityLevel = "restricted"
+    baseline_network_policy: bool = True
+
+
+class Spec(Model):
+    api_version: Literal["hardened-cluster/v1"] = Field(alias="apiVersion")
+    cluster: Cluster
+    network: Network
+    ssh: SSH = SSH()
+    nodes: list[Node] = Field(min_length=1)
+    etcd: Etcd = Etcd()
+    encryption: Encryption = Encryption()
+    audit: Audit = Audit()
+    admission: Admission = Admission()
+    runtimes: Runtimes = Runtimes()
+    firewall: Firewall = Firewall()
+    os_hardening: OSHardening = OSHardening()
+    ssh_hardening: SSHHardening = SSHHardening()
+    namespaces: list[NamespacePolicy] = []
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def nodes_with(self, role: str) -> list[Node]:
+        return [n for n in self.nodes if role in n.roles]
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    def ssh_user(self, node: Node) -> str:
+        return node.ssh.user or self.ssh.user
+
+    def ssh_port(self, node: Node) -> int:
+        return node.ssh.port or self.ssh.port
+
+
+class LoadedSpec(BaseModel):
+    """A validated spec plus where it came from and the host keys it pins."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    spec: Spec
+    path: Path | None
+    host_keys: dict[str, str]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that owns the key at `loc`, for 'did you mean' hints."""
+    model: Any = Spec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None
+        )
+        if field is None:
+            return None
+        model = _unwrap_model(field.annotation)
+        if model is None:
+            return None
+    return model
+
+
+def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _unwrap_model(arg)
+        if found:
+            return found
+    return None
+
+
+def _pydantic_issues(error: ValidationError) -> list[SpecIssue]:
+    issues = []
+    for err in error.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS)))
+        path = _path(loc)
+        if err["type"] == "extra_forbidden":
+            model = _model_at(loc)
+            allowed = sorted((f.alias or n) for n, f in model.model_fields.items()) if model else []
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            issues.append(SpecIssue(path, f"unknown key{hint}; allowed: {', '.join(allowed)}"))
+        elif err["type"] == "missing":
+            issues.append(SpecIssue(path, "required key is missing"))
+        elif err["type"] == "literal_error":
+            issues.append(SpecIssue(path, f"{err['input']!r} is not allowed; {err['msg'].replace('Input should be', 'allowed:')}"))
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            issues.append(SpecIssue(path, msg))
+    return _dedupe(issues)
+
+
+# Pydantic names union members in error locations; they are not key paths.
+_UNION_TAGS = {"IPv4Network", "IPv6Network", "IPv4Address", "IPv6Address", "int", "str", "bool"}
+
+
+def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:
+    seen: dict[str, SpecIssue] = {}
+    for issue in issues:
+        seen.setdefault(issue.path, issue)
+    return list(seen.values())
+
+
+def read_secret(ref: SecretRef, base_dir: Path) -> str | None:
+    """The secret's text, or None for generated secrets (the state store has them)."""
+    if ref.env:
+        return os.environ.get(ref.env)
+    if ref.file:
+        path = ref.file.expanduser()
+        path = path if path.is_absolute() else base_dir / path
+        return path.read_text().strip() if path.is_file() else None
+    return None
+
+
+def _secret_ref_issues(ref: SecretRef, path: str, base_dir: Path) -> list[SpecIssue]:
+    chosen = [name for name, on in (("env", ref.env), ("file", ref.file), ("generated", ref.generated)) if on]
+    if len(chosen) != 1:
+        return [SpecIssue(path, f"set exactly one of env, file or generated: true (got {', '.join(chosen) or 'none'})")]
+    if not ref.generated and read_secret(ref, base_dir) is None:
+        return [SpecIssue(path, f"{ref.describe()} is not set or does not exist")]
+    return []
+
+
+def _key_issues(spec: Spec, base_dir: Path) -> list[SpecIssue]:
+    enc = spec.encryption
+    issues: list[SpecIssue] = []
+    if enc.provider == "kms-v2":
+        if enc.kms is None:
+            issues.append(SpecIssue("encryption.kms", "required when provider is kms-v2 (name, endpoint unix:///path.sock)"))
+        if enc.keys:
+            issues.append(SpecIssue("encryption.keys", "kms-v2 keeps keys in the KMS plugin; remove encryption.keys"))
+        return issues
+    if enc.kms is not None:
+        issues.append(SpecIssue("encryption.kms", f"only used with provider kms-v2, not {enc.provider}"))
+    if not enc.keys:
+        issues.append(SpecIssue("encryption.keys", f"{enc.provider} needs at least one key (the first one encrypts)"))
+    names = [k.name for k in enc.keys]
+    for i, key in enumerate(enc.keys):
+        path = f"encryption.keys[{i}]"
+        if names.index(key.name) != i:
+            issues.append(SpecIssue(f"{path}.name", f"duplicate key name '{key.name}'"))
+        ref_issues = _secret_ref_issues(key.secret, f"{path}.secret", base_dir)
+        issues += ref_issues
+        value = None if ref_issues else read_secret(key.secret, base_dir)
+        if value is not None:
+            try:
+                length = len(base64.b64decode(value, validate=True))
+            except (binascii.Error, ValueError):
+                issues.append(SpecIssue(f"{path}.secret", f"{key.secret.describe()} is not base64"))
+                continue
+            allowed = KEY_LENGTHS[enc.provider]
+            if length not in allowed:
+                want = " or ".join(str(n) for n in allowed)
+                issues.append(SpecIssue(
+                    f"{path}.secret",
+                    f"{key.secret.describe()} decodes to {length} bytes; {enc.provider} needs {want} bytes",
+                ))
+    return issues
+
+
+def _parse_host_key(text: str) -> str | None:
+    """Canonical 'type base64' form, or None when it is not an SSH public key."""
+    parts = text.split()
+    if len(parts) < 2:
+        return None
+    try:
+        key = paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1], validate=True))
+    except (paramiko.SSHException, binascii.Error, ValueError, TypeError):
+        return None
+    return f"{key.get_name()} {key.get_base64()}"
+
+
+def _known_hosts(spec: Spec, base_dir: Path) -> tuple[dict[str, str], list[SpecIssue]]:
+    """Host keys from ssh.known_hosts, by node address and name."""
+    if spec.ssh.known_hosts is None:
+        return {}, []
+    path = spec.ssh.known_hosts.expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if not path.is_file():
+        return {}, [SpecIssue("ssh.known_hosts", f"file {path} does not exist (for the lab, run: hardened-cluster lab up)")]
+    found: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        hosts, _, key = line.partition(" ")
+        parsed = _parse_host_key(key)
+        if parsed is None:
+            return {}, [SpecIssue("ssh.known_hosts", f"{path}:{number} is not a 'host keytype base64' line")]
+        for host in hosts.split(","):
+            found[host.strip("[]").split("]:")[0]] = parsed
+    return found, []
+
+
+def _node_issues(spec: Spec, base_dir: Path) -> tuple[dict[str, str], list[SpecIssue]]:
+    issues: list[SpecIssue] = []
+    known, kh_issues = _known_hosts(spec, base_dir)
+    issues += kh_issues
+    host_keys: dict[str, str] = {}
+    names: dict[str, int] = {}
+    addresses: dict[str, int] = {}
+    for i, node in enumerate(spec.nodes):
+        path = f"nodes[{i}]"
+        if node.name in names:
+            issues.append(SpecIssue(f"{path}.name", f"duplicate name '{node.name}' (also nodes[{names[node.name]}])"))
+        names.setdefault(node.name, i)
+        addr = str(node.address)
+        if addr in addresses:
+            issues.append(SpecIssue(f"{path}.address", f"duplicate address {addr} (also nodes[{addresses[addr]}])"))
+        addresses.setdefault(addr, i)
+        if len(set(node.roles)) != len(node.roles):
+            issues.append(SpecIssue(f"{path}.roles", "a role is listed twice"))
+        if "etcd" in node.roles and "control-plane" in node.roles:
+            issues.append(SpecIssue(
+                f"{path}.roles",
+                "'etcd' and 'control-plane' on the same node contradict etcd.topology=external",
+            ))
+        if not any(node.address in cidr for cidr in spec.network.node_cidrs):
+            cidrs = ", ".join(str(c) for c in spec.network.node_cidrs)
+            issues.append(SpecIssue(f"{path}.address", f"{addr} is outside network.node_cidrs ({cidrs})"))
+        if node.ssh.host_key is not None:
+            parsed = _parse_host_key(node.ssh.host_key)
+            if parsed is None:
+                issues.append(SpecIssue(f"{path}.ssh.host_key", "not an SSH public key ('ssh-ed25519 AAAA...')"))
+            else:
+                host_keys[node.name] = parsed
+        elif addr in known or node.name in known:
+            host_keys[node.name] = known.get(addr) or known[node.name]
+        elif not kh_issues:
+            where = f" or an entry for {addr} in ssh.known_hosts" if spec.ssh.known_hosts else ""
+            issues.append(SpecIssue(
+                f"{path}.ssh.host_key",
+                f"no SSH host key pinned for '{node.name}'; set host_key{where} (host key checking is never disabled)",
+            ))
+    return host_keys, issues
+
+
+def _topology_issues(spec: Spec) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    etcd = spec.nodes_with("etcd")
+    if len(etcd) % 2 == 0:
+        issues.append(SpecIssue(
+            "nodes",
+            f"{len(etcd)} etcd members; etcd needs an odd number (1, 3, 5 or 7) to keep quorum",
+        ))
+    elif len(etcd) > 7:
+        issues.append(SpecIssue("nodes", f"{len(etcd)} etcd members; more than 7 slows every write, allowed: 1, 3, 5 or 7"))
+    if not spec.nodes_with("control-plane"):
+        issues.append(SpecIssue("nodes", "no node has the role 'control-plane'; at least one is required"))
+    names = {n.name for n in spec.nodes}
+    for runtime in ("gvisor", "kata"):
+        rt = getattr(spec.runtimes, runtime)
+        for j, name in enumerate(rt.nodes):
+            if name not in names:
+                issues.append(SpecIssue(f"runtimes.{runtime}.nodes[{j}]", f"unknown node '{name}'; nodes: {', '.join(sorted(names))}"))
+            elif "worker" not in spec.node(name).roles:
+                issues.append(SpecIssue(f"runtimes.{runtime}.nodes[{j}]", f"'{name}' is not a worker; sandboxed runtimes run on workers"))
+        if rt.enabled and not rt.nodes:
+            issues.append(SpecIssue(f"runtimes.{runtime}.nodes", f"{runtime} is enabled on no node; list the workers that run it or set enabled: false"))
+    return issues
+
+
+def _network_issues(spec: Spec) -> list[SpecIssue]:
+    net = spec.network
+    issues: list[SpecIssue] = []
+    named = [("network.pod_cidr", net.pod_cidr), ("network.service_cidr", net.service_cidr)]
+    named += [(f"network.node_cidrs[{i}]", c) for i, c in enumerate(net.node_cidrs)]
+    for a in range(len(named)):
+        for b in range(a + 1, len(named)):
+            (pa, ca), (pb, cb) = named[a], named[b]
+            if ca.version == cb.version and ca.overlaps(cb):
+                issues.append(SpecIssue(pb, f"{cb} overlaps {pa} ({ca}); pod, service and node CIDRs must be disjoint"))
+    for i, cidr in enumerate(net.admin_cidrs):
+        if cidr.prefixlen == 0 and not net.i_accept_api_and_ssh_open_to_the_internet:
+            issues.append(SpecIssue(
+                f"network.admin_cidrs[{i}]",
+                f"{cidr} opens the API server and SSH to everyone; list your admin networks "
+                "(e.g. 172.25.0.0/24) or set network.i_accept_api_and_ssh_open_to_the_internet: true",
+            ))
+    return issues
+
+
+def _other_issues(spec: Spec, base_dir: Path) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    snap = spec.etcd.snapshot
+    if snap.encryption_key is not None:
+        issues += _secret_ref_issues(snap.encryption_key, "etcd.snapshot.encryption_key", base_dir)
+    if spec.etcd.election_timeout_ms < 5 * spec.etcd.heartbeat_interval_ms:
+        issues.append(SpecIssue("etcd.election_timeout_ms", "must be at least 5x etcd.heartbeat_interval_ms"))
+    if spec.etcd.client_port == spec.etcd.peer_port:
+        issues.append(SpecIssue("etcd.peer_port", "must differ from etcd.client_port"))
+    if not spec.audit.log_path.is_absolute():
+        issues.append(SpecIssue("audit.log_path", "must be an absolute path"))
+    seen = {}
+    for i, ns in enumerate(spec.namespaces):
+        if ns.name in seen:
+            issues.append(SpecIssue(f"namespaces[{i}].name", f"duplicate namespace '{ns.name}'"))
+        seen[ns.name] = i
+    for i, port in enumerate(spec.firewall.extra_ports):
+        if port.port in (spec.etcd.client_port, spec.etcd.peer_port):
+            issues.append(SpecIssue(f"firewall.extra_ports[{i}].port", "etcd ports are managed by the role matrix, not extra_ports"))
+    return issues
+
+
+def parse_spec(data: Any, path: Path | None = None, source: str = "") -> LoadedSpec:
+    """Validate a spec document already read from YAML (or given inline)."""
+    source = source or (str(path) if path else "")
+    if not isinstance(data, dict):
+        raise SpecError([SpecIssue("", "the document must be a mapping with apiVersion, cluster, network and nodes")], source)
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_pydantic_issues(exc), source) from None
+    base_dir = path.parent if path else Path.cwd()
+    host_keys, issues = _node_issues(spec, base_dir)
+    issues += _topology_issues(spec)
+    issues += _network_issues(spec)
+    issues += _key_issues(spec, base_dir)
+    issues += _other_issues(spec, base_dir)
+    if issues:
+        raise SpecError(issues, source)
+    return LoadedSpec(spec=spec, path=path, host_keys=host_keys)
+
+
+def load_spec(path: Path | str) -> LoadedSpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError([SpecIssue("", f"cannot read spec: {exc.strerror}")], str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SpecError([SpecIssue("", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}")], str(path)) from None
+    return parse_spec(data, path.resolve())
