@@ -130,27 +130,21 @@ def _ensure_all(store: _Store, cluster_name: str, members: list[Member]) -> Clus
     front_proxy_ca, _, _ = store.ca("front-proxy CA", "front-proxy-ca", cluster_name, "front-proxy-ca", _new_rsa_key)
     service_account = store.service_account()
 
-    def leaf(profile: _Profile) -> CertKey:
-        return store.leaf(profile, etcd_ca_cert, etcd_ca_key)
+    def leaf(label: str, stem: str, subject: x509.Name, usages: tuple, sans: tuple = ()) -> CertKey:
+        return store.leaf(_Profile(label, stem, subject, usages, sans), etcd_ca_cert, etcd_ca_key)
 
     server: dict[str, CertKey] = {}
     peer: dict[str, CertKey] = {}
-    for member in members:
-        store.ensure_dir(f"etcd/{member.name}")
-        subject = _name(member.name)
-        sans = _member_sans(member)
-        server[member.name] = leaf(
-            _Profile(f"etcd server certificate for {member.name}", f"etcd/{member.name}/server", subject, _SERVER_AND_CLIENT, sans)
-        )
-        peer[member.name] = leaf(
-            _Profile(f"etcd peer certificate for {member.name}", f"etcd/{member.name}/peer", subject, _SERVER_AND_CLIENT, sans)
-        )
-    healthcheck = leaf(
-        _Profile("etcd healthcheck client certificate", "etcd/healthcheck-client", _name("kube-etcd-healthcheck-client"), _CLIENT_ONLY)
-    )
-    apiserver_client = leaf(
-        _Profile("apiserver etcd client certificate", "apiserver-etcd-client", _name("kube-apiserver-etcd-client"), _CLIENT_ONLY)
-    )
+    for m in members:
+        store.ensure_dir(f"etcd/{m.name}")
+        subject, sans = _name(m.name), _member_sans(m)
+        for kind, certs in (("server", server), ("peer", peer)):
+            certs[m.name] = leaf(f"etcd {kind} certificate for {m.name}", f"etcd/{m.name}/{kind}",
+                                 subject, _SERVER_AND_CLIENT, sans)
+    healthcheck = leaf("etcd healthcheck client certificate", "etcd/healthcheck-client",
+                       _name("kube-etcd-healthcheck-client"), _CLIENT_ONLY)
+    apiserver_client = leaf("apiserver etcd client certificate", "apiserver-etcd-client",
+                            _name("kube-apiserver-etcd-client"), _CLIENT_ONLY)
     return ClusterPKI(
         etcd_ca=etcd_ca,
         etcd_server=server,
@@ -176,7 +170,7 @@ class _Store:
         path = self.root / rel
         try:
             path.mkdir(mode=0o700)
-            pass  # the umask may have stripped bits
+            os.chmod(path, 0o700)  # the umask may have stripped bits
         except FileExistsError:
             if not path.is_dir():
                 raise PKIError(f"{path} exists and is not a directory") from None
@@ -427,7 +421,9 @@ def _build_leaf(
     return builder.sign(ca_key, hashes.SHA256())
 
 
-def _key_usage(*, digital_signature: bool = False, key_cert_sign: bool = False, crl_sign: bool = False) -> x509.KeyUsage:
+def _key_usage(
+    *, digital_signature: bool = False, key_cert_sign: bool = False, crl_sign: bool = False
+) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=digital_signature,
         content_commitment=False,

@@ -12,7 +12,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import paramiko
 import yaml
@@ -94,13 +94,25 @@ class Cluster(Model):
     @classmethod
     def _endpoint(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
-            raise ValueError(f"'{value}' must be host:port, e.g. api.example.com:6443")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not _is_host(host):
+            raise ValueError(
+                f"'{value}' must be host:port with a DNS name or IP address as host (no scheme or path), "
+                "e.g. api.example.com:6443"
+            )
         return value
 
     @property
     def minor(self) -> int:
         return int(self.kubernetes_version.split(".")[1])
+
+
+def _is_host(host: str) -> bool:
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            return ipaddress.ip_address(host[1:-1]).version == 6
+        except ValueError:
+            return False
+    return re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?", host) is not None
 
 
 class Network(Model):
@@ -328,27 +340,121 @@ def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
 
 def _pydantic_issues(error: ValidationError) -> list[SpecIssue]:
     issues = []
+    suggested = set()
     for err in error.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS)))
         path = _path(loc)
-        if err["type"] == "extra_forbidden":
+        kind, value = err["type"], err.get("input")
+        if kind == "extra_forbidden":
             model = _model_at(loc)
             allowed = sorted((f.alias or n) for n, f in model.model_fields.items()) if model else []
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            key = str(loc[-1])
+            close = [a for a in allowed if len(key) >= 3 and a.startswith(key)][:1]
+            close = close or difflib.get_close_matches(key, allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
+            suggested |= {_path(loc[:-1] + (close[0],))} if close else set()
             issues.append(SpecIssue(path, f"unknown key{hint}; allowed: {', '.join(allowed)}"))
-        elif err["type"] == "missing":
+        elif kind == "missing":
             issues.append(SpecIssue(path, "required key is missing"))
-        elif err["type"] == "literal_error":
+        elif kind == "literal_error":
             issues.append(SpecIssue(path, f"{err['input']!r} is not allowed; {err['msg'].replace('Input should be', 'allowed:')}"))
+        elif kind in ("ip_v4_network", "ip_v6_network"):
+            issues.append(SpecIssue(path, _network_message(value)))
+        elif kind in ("ip_v4_address", "ip_v6_address"):
+            issues.append(SpecIssue(path, f"{_shown(value)} is not a valid IPv4 or IPv6 address"))
+        elif kind == "string_pattern_mismatch":
+            want = _PATTERNS.get(err.get("ctx", {}).get("pattern"), f"a string matching {err.get('ctx', {}).get('pattern')}")
+            issues.append(SpecIssue(path, f"{_shown(value)} is not allowed; expected {want}"))
+        elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+            bounds = _bounds(loc) or err["msg"].removeprefix("Input should be ")
+            issues.append(SpecIssue(path, f"{_shown(value)} is out of range; allowed: {bounds}"))
+        elif kind in ("int_type", "int_parsing", "int_from_float"):
+            bounds = _bounds(loc)
+            issues.append(SpecIssue(path, f"expected an integer{f' ({bounds})' if bounds else ''}, got {_shown(value)}"))
+        elif kind in ("bool_type", "bool_parsing"):
+            issues.append(SpecIssue(path, f"expected true or false, got {_shown(value)}"))
+        elif kind == "string_type":
+            quote = " (quote it in YAML)" if isinstance(value, (int, float, bool)) else ""
+            issues.append(SpecIssue(path, f"expected a string, got {_shown(value)}{quote}"))
+        elif kind == "list_type":
+            issues.append(SpecIssue(path, f"expected a list, got {_shown(value)}"))
+        elif kind in ("dict_type", "model_type", "model_attributes_type"):
+            model = _model_at(loc + ("",))
+            keys = f" with keys: {', '.join(sorted((f.alias or n) for n, f in model.model_fields.items()))}" if model else ""
+            issues.append(SpecIssue(path, f"expected a mapping{keys}; got {_shown(value)}"))
+        elif kind == "too_short":
+            choices = _choices(loc)
+            allowed = f"; allowed: {choices}" if choices else ""
+            issues.append(SpecIssue(path, f"needs at least {err['ctx']['min_length']} entry, got {len(value) or 'none'}{allowed}"))
         else:
             msg = err["msg"].removeprefix("Value error, ")
             issues.append(SpecIssue(path, msg))
-    return _dedupe(issues)
+    return _dedupe([i for i in issues if not (i.path in suggested and i.message == "required key is missing")])
 
 
 # Pydantic names union members in error locations; they are not key paths.
 _UNION_TAGS = {"IPv4Network", "IPv6Network", "IPv4Address", "IPv6Address", "int", "str", "bool"}
+
+_PATTERNS = {
+    DnsLabel.__metadata__[0].pattern: "a DNS label: lowercase letters, digits and '-', starting and ending "
+    "with a letter or digit, at most 63 characters (e.g. worker-1)",
+    Cluster.model_fields["domain"].metadata[0].pattern: "a DNS domain: lowercase letters, digits, '-' and '.' "
+    "(e.g. cluster.local)",
+    Kms.model_fields["endpoint"].metadata[0].pattern: "a unix socket URL, e.g. unix:///run/kms/plugin.sock",
+    Kms.model_fields["timeout"].metadata[0].pattern: "a duration such as 500ms, 3s or 1m",
+}
+
+
+def _shown(value: Any) -> str:
+    """A short rendering of a YAML value for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return repr(value)
+    return {list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _network_message(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            network = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            pass
+        else:
+            return f"{value!r} has host bits set; did you mean {network}?"
+    return f"{_shown(value)} is not a valid IPv4 or IPv6 network (CIDR such as 10.0.0.0/24)"
+
+
+def _field_at(loc: tuple[Any, ...]) -> Any:
+    model = _model_at(loc)
+    return model.model_fields.get(loc[-1]) if model and isinstance(loc[-1], str) else None
+
+
+def _bounds(loc: tuple[Any, ...]) -> str:
+    """'1 to 365' for a constrained integer field, from its annotation."""
+    field = _field_at(loc)
+    if field is None:
+        return ""
+    metadata = list(field.metadata)
+    for arg in getattr(field.annotation, "__args__", ()):
+        for extra in getattr(arg, "__metadata__", ()):
+            metadata += getattr(extra, "metadata", [extra])
+    low = next((m.ge for m in metadata if hasattr(m, "ge")), None)
+    high = next((m.le for m in metadata if hasattr(m, "le")), None)
+    if low is not None and high is not None:
+        return f"{low} to {high}"
+    return f"at least {low}" if low is not None else f"at most {high}" if high is not None else ""
+
+
+def _choices(loc: tuple[Any, ...]) -> str:
+    """The allowed values of a list-of-literals field ('etcd', 'control-plane' or 'worker')."""
+    field = _field_at(loc)
+    args = [a for arg in getattr(field.annotation, "__args__", ()) if get_origin(arg) is Literal for a in get_args(arg)] if field else []
+    return ", ".join(repr(a) for a in args)
 
 
 def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:
@@ -374,7 +480,10 @@ def _secret_ref_issues(ref: SecretRef, path: str, base_dir: Path) -> list[SpecIs
     if len(chosen) != 1:
         return [SpecIssue(path, f"set exactly one of env, file or generated: true (got {', '.join(chosen) or 'none'})")]
     if not ref.generated and read_secret(ref, base_dir) is None:
-        return [SpecIssue(path, f"{ref.describe()} is not set or does not exist")]
+        if ref.env:
+            return [SpecIssue(path, f"environment variable {ref.env} is not set")]
+        file = ref.file.expanduser()
+        return [SpecIssue(path, f"file {file if file.is_absolute() else base_dir / file} does not exist")]
     return []
 
 
@@ -403,7 +512,12 @@ def _key_issues(spec: Spec, base_dir: Path) -> list[SpecIssue]:
             try:
                 length = len(base64.b64decode(value, validate=True))
             except (binascii.Error, ValueError):
-                issues.append(SpecIssue(f"{path}.secret", f"{key.secret.describe()} is not base64"))
+                size = KEY_LENGTHS[enc.provider][-1]
+                issues.append(SpecIssue(
+                    f"{path}.secret",
+                    f"{key.secret.describe()} is not base64; expected {size} random bytes, base64-encoded "
+                    f"(e.g. head -c {size} /dev/urandom | base64)",
+                ))
                 continue
             allowed = KEY_LENGTHS[enc.provider]
             if length not in allowed:
@@ -494,7 +608,11 @@ def _node_issues(spec: Spec, base_dir: Path) -> tuple[dict[str, str], list[SpecI
 def _topology_issues(spec: Spec) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
     etcd = spec.nodes_with("etcd")
-    if len(etcd) % 2 == 0:
+    if not etcd:
+        issues.append(SpecIssue(
+            "nodes", "no node has the role 'etcd'; etcd.topology=external needs 1, 3, 5 or 7 etcd nodes",
+        ))
+    elif len(etcd) % 2 == 0:
         issues.append(SpecIssue(
             "nodes",
             f"{len(etcd)} etcd members; etcd needs an odd number (1, 3, 5 or 7) to keep quorum",
@@ -542,7 +660,11 @@ def _other_issues(spec: Spec, base_dir: Path) -> list[SpecIssue]:
     if snap.encryption_key is not None:
         issues += _secret_ref_issues(snap.encryption_key, "etcd.snapshot.encryption_key", base_dir)
     if spec.etcd.election_timeout_ms < 5 * spec.etcd.heartbeat_interval_ms:
-        issues.append(SpecIssue("etcd.election_timeout_ms", "must be at least 5x etcd.heartbeat_interval_ms"))
+        issues.append(SpecIssue(
+            "etcd.election_timeout_ms",
+            f"{spec.etcd.election_timeout_ms} is less than 5x etcd.heartbeat_interval_ms "
+            f"({spec.etcd.heartbeat_interval_ms}); must be at least {5 * spec.etcd.heartbeat_interval_ms}",
+        ))
     if spec.etcd.client_port == spec.etcd.peer_port:
         issues.append(SpecIssue("etcd.peer_port", "must differ from etcd.client_port"))
     if not spec.audit.log_path.is_absolute():
@@ -552,9 +674,17 @@ def _other_issues(spec: Spec, base_dir: Path) -> list[SpecIssue]:
         if ns.name in seen:
             issues.append(SpecIssue(f"namespaces[{i}].name", f"duplicate namespace '{ns.name}'"))
         seen[ns.name] = i
+    managed = {spec.etcd.client_port: "etcd.client_port", spec.etcd.peer_port: "etcd.peer_port"}
+    managed.setdefault(int(spec.cluster.control_plane_endpoint.rpartition(":")[2]), "the API server port")
+    managed.setdefault(10250, "the kubelet port")
+    for node in spec.nodes:
+        managed.setdefault(spec.ssh_port(node), "the SSH port")
     for i, port in enumerate(spec.firewall.extra_ports):
-        if port.port in (spec.etcd.client_port, spec.etcd.peer_port):
-            issues.append(SpecIssue(f"firewall.extra_ports[{i}].port", "etcd ports are managed by the role matrix, not extra_ports"))
+        if port.port in managed:
+            issues.append(SpecIssue(
+                f"firewall.extra_ports[{i}].port",
+                f"{port.port} is {managed[port.port]}; it is managed by the role matrix, not extra_ports",
+            ))
     return issues
 
 
@@ -562,7 +692,11 @@ def parse_spec(data: Any, path: Path | None = None, source: str = "") -> LoadedS
     """Validate a spec document already read from YAML (or given inline)."""
     source = source or (str(path) if path else "")
     if not isinstance(data, dict):
-        raise SpecError([SpecIssue("", "the document must be a mapping with apiVersion, cluster, network and nodes")], source)
+        got = "an empty document" if data is None else _shown(data)
+        raise SpecError(
+            [SpecIssue("", f"the document must be a mapping with apiVersion, cluster, network and nodes; got {got}")],
+            source,
+        )
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
@@ -578,6 +712,23 @@ def parse_spec(data: Any, path: Path | None = None, source: str = "") -> LoadedS
     return LoadedSpec(spec=spec, path=path, host_keys=host_keys)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that rejects a key given twice in one mapping instead of keeping the last value."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key '{key}' (the later value would silently replace the earlier one)",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_spec(path: Path | str) -> LoadedSpec:
     path = Path(path)
     try:
@@ -585,7 +736,7 @@ def load_spec(path: Path | str) -> LoadedSpec:
     except OSError as exc:
         raise SpecError([SpecIssue("", f"cannot read spec: {exc.strerror}")], str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -141,7 +141,7 @@ def select_sources(sources: list[AptSource]) -> list[AptSource]:
 def _sources_file(sources: list[AptSource]) -> str:
     paragraphs = []
     for s in sources:
-        lines = [f"Types: deb", f"URIs: {s.uri}", f"Suites: {' '.join(s.suites)}", "Components: main"]
+        lines = ["Types: deb", f"URIs: {s.uri}", f"Suites: {' '.join(s.suites)}", "Components: main"]
         if s.signed_by:
             lines.append(f"Signed-By: {s.signed_by}")
         paragraphs.append("\n".join(lines) + "\n")

@@ -82,8 +82,9 @@ def test_generated_once_then_reused(pki_dir):
     assert first.service_account == CertKey((pki_dir / "sa.pub").read_text(), (pki_dir / "sa.key").read_text())
 
 
-def test_file_layout_and_modes(pki_dir):
-    old_umask = os.umask(0)  # modes must not depend on the caller's umask
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o277])
+def test_file_layout_and_modes(pki_dir, umask):
+    old_umask = os.umask(umask)  # modes must not depend on the caller's umask
     try:
         ensure_pki(pki_dir, "lab", MEMBERS)
     finally:

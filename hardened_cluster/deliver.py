@@ -1,0 +1,300 @@
+"""Deliver the plan with Ansible (ansible-runner) over SSH with pinned host keys.
+
+`apply` and `drift` are the same run; drift is `--check --diff` and reads the changed tasks as
+differences. The CLI and the Pulumi tiers both call `run`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hardened_cluster.plan import REPO_ROOT, Plan
+from hardened_cluster.spec import LoadedSpec, Node
+
+PLAYBOOK = REPO_ROOT / "playbooks" / "site.yml"
+ROLES_DIR = REPO_ROOT / "roles"
+
+# Phases in order; each names the roles it runs. Kubernetes needs kubeadm/kubelet binaries.
+PHASES: dict[str, list[str]] = {
+    "hosts": ["validate", "os_hardening", "ssh_hardening", "firewall"],
+    "etcd": ["etcd"],
+    "runtime": ["container_runtime"],
+    "kubernetes": ["kubernetes_node", "control_plane", "worker", "cluster_objects"],
+}
+NEEDS_KUBERNETES_BINARIES = {"kubernetes"}
+
+# What a drifted file or setting means in CIS Kubernetes Benchmark terms.
+CIS_BY_PATH = {
+    "/etc/etcd/etcd.conf.yml": "2.1-2.6",
+    "/etc/etcd/pki/server.key": "2.1",
+    "/etc/etcd/pki/peer.key": "2.4",
+    "/etc/etcd/pki/ca.crt": "2.7",
+    "/var/lib/etcd": "1.1.11, 1.1.12",
+    "/var/lib/kubelet/config.yaml": "4.1.9, 4.1.10",
+    "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf": "4.1.1, 4.1.2",
+    "/etc/kubernetes/encryption/encryption-config.yaml": "1.2.27",
+    "/etc/kubernetes/audit/audit-policy.yaml": "3.2.1",
+}
+
+
+@dataclass
+class Change:
+    task: str
+    role: str
+    item: str | None = None
+    cis: str | None = None
+
+    def describe(self) -> str:
+        what = f"{self.role}: {self.task}" + (f": {self.item}" if self.item else "")
+        return what + (f" (CIS {self.cis})" if self.cis else "")
+
+
+@dataclass
+class HostResult:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unreachable: bool = False
+    changes: list[Change] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    mode: str  # "apply" or "drift"
+    phases: list[str]
+    skipped_phases: dict[str, str]
+    status: str
+    rc: int
+    seconds: float
+    hosts: dict[str, HostResult]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.rc == 0 and not any(h.failed or h.unreachable for h in self.hosts.values())
+
+    @property
+    def changed(self) -> int:
+        return sum(h.changed for h in self.hosts.values())
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def known_hosts_lines(loaded: LoadedSpec) -> list[str]:
+    lines = []
+    for node in loaded.spec.nodes:
+        port = loaded.spec.ssh_port(node)
+        host = str(node.address) if port == 22 else f"[{node.address}]:{port}"
+        lines.append(f"{host} {loaded.host_keys[node.name]}")
+    return lines
+
+
+def _file_entries(plan: Plan, node: Node, role: str, plan_dir: Path) -> list[dict]:
+    return [
+        {"dest": f.path, "src": str(plan_dir / node.name / f.path.lstrip("/")), "mode": f.mode,
+         "owner": f.owner, "group": f.group, "secret": f.secret}
+        for f in sorted(plan.hosts[node.name].for_role(role), key=lambda f: f.path)
+    ]
+
+
+def _host_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
+    spec = plan.spec
+    etcd_bin = "/usr/bin" if spec.runtimes.artifacts == "distro" else "/usr/local/bin"
+    members = [{"name": n.name, "address": str(n.address)} for n in spec.nodes_with("etcd")]
+    out: dict = {
+        "ansible_host": str(node.address),
+        "ansible_port": spec.ssh_port(node),
+        "ansible_user": spec.ssh_user(node),
+        "validate_node_address": str(node.address),
+        "os_hardening_sysctl_enabled": spec.os_hardening.sysctl,
+        "os_hardening_swap_enabled": spec.os_hardening.swap_off,
+        "os_hardening_permissions_enabled": spec.os_hardening.sensitive_file_permissions,
+        "os_hardening_setuid_enabled": spec.os_hardening.remove_setuid,
+        "os_hardening_services_enabled": bool(spec.os_hardening.disable_services),
+        "os_hardening_disable_services": list(spec.os_hardening.disable_services),
+        "ssh_hardening_enabled": spec.ssh_hardening.enabled,
+        "ssh_hardening_admin_user": spec.ssh_user(node),
+    }
+    if "etcd" in node.roles:
+        snap = spec.etcd.snapshot
+        out.update({
+            "etcd_members": members,
+            "etcd_client_port": spec.etcd.client_port,
+            "etcd_peer_port": spec.etcd.peer_port,
+            "etcd_data_dir": str(spec.etcd.data_dir),
+            "etcd_cluster_token": f"{spec.cluster.name}-etcd",
+            "etcd_bin_dir": etcd_bin,
+            "etcd_snapshot_enabled": snap.enabled,
+            "etcd_snapshot_dir": str(snap.directory),
+        })
+    for role in {f.role for f in plan.hosts[node.name].files.values()}:
+        out[f"{role}_files"] = _file_entries(plan, node, role, plan_dir)
+    return out
+
+
+def write_inventory(plan: Plan, state: Path) -> Path:
+    """The Ansible inventory, generated from the spec (never hand-written)."""
+    plan_dir = state / "plan"
+    spec = plan.spec
+    groups = {"etcd": "etcd", "control_plane": "control-plane", "worker": "worker"}
+    inventory = {
+        "all": {
+            "vars": {
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "ansible_ssh_private_key_file": str(spec.ssh.private_key_file.expanduser()),
+                "validate_controller_time": int(time.time()),
+            },
+            "hosts": {n.name: _host_vars(plan, n, plan_dir) for n in spec.nodes},
+            "children": {g: {"hosts": {n.name: None for n in spec.nodes_with(r)}} for g, r in groups.items()},
+        }
+    }
+    path = state / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    os.chmod(path, 0o600)
+    return path
+
+
+def _ssh_args(state: Path) -> str:
+    # Pinned host keys only: an unknown or changed key fails the connection.
+    return " ".join([
+        "-o StrictHostKeyChecking=yes",
+        f"-o UserKnownHostsFile={state / 'known_hosts'}",
+        "-o GlobalKnownHostsFile=/dev/null",
+        "-o IdentitiesOnly=yes",
+        "-o ControlMaster=auto",
+        "-o ControlPersist=120s",
+        f"-o ControlPath={state / 'cp'}/%C",
+        "-o ServerAliveInterval=5",
+    ])
+
+
+def _environment(state: Path, forks: int) -> dict[str, str]:
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "ANSIBLE_ROLES_PATH": str(ROLES_DIR),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_SSH_ARGS": _ssh_args(state),
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_FORKS": str(forks),
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_LOCAL_TEMP": str(state / "tmp"),
+        "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_TIMEOUT": "20",
+        "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+    }
+
+
+class _Events:
+    """Turns ansible-runner events into per-host results and progress lines."""
+
+    def __init__(self, hosts: list[str], check: bool, progress: Callable[[str], None] | None) -> None:
+        self.results = {h: HostResult() for h in hosts}
+        self.check = check
+        self.progress = progress
+
+    def _say(self, line: str) -> None:
+        if self.progress:
+            self.progress(line)
+
+    def __call__(self, event: dict) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data", {})
+        host = data.get("host")
+        if kind == "playbook_on_task_start":
+            self._say(f"TASK {data.get('task', '')}")
+        if not host or host not in self.results:
+            return False
+        result = self.results[host]
+        res = data.get("res") or {}
+        task = data.get("task", "")
+        role = data.get("role", "") or "-"
+        if kind == "runner_item_on_ok" and res.get("changed"):
+            item = res.get("item")
+            dest = item.get("dest") if isinstance(item, dict) else None
+            name = dest or (item if isinstance(item, str) else "item")
+            result.changes.append(Change(task, role, name, CIS_BY_PATH.get(dest or "")))
+        elif kind == "runner_on_ok":
+            result.ok += 1
+            if res.get("changed"):
+                result.changed += 1
+                if not res.get("results"):
+                    path = res.get("dest") or res.get("path")
+                    result.changes.append(Change(task, role, path, CIS_BY_PATH.get(path or "")))
+                self._say(f"  {host}: {'would change' if self.check else 'changed'}")
+        elif kind == "runner_on_skipped":
+            result.skipped += 1
+        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            result.failed += 1
+            result.errors.append(f"{role}: {task}: {_message(res)}")
+            self._say(f"  {host}: FAILED: {_message(res)}")
+        elif kind == "runner_on_unreachable":
+            result.unreachable = True
+            result.errors.append(f"unreachable: {_message(res)}")
+            self._say(f"  {host}: UNREACHABLE: {_message(res)}")
+        # Returning False keeps events out of ansible-runner's artifacts: the report is ours.
+        return False
+
+
+def _message(res: dict) -> str:
+    if res.get("censored"):
+        return "details hidden (no_log: the task handles secrets)"
+    msg = res.get("msg") or res.get("stderr") or ""
+    return str(msg).strip().splitlines()[0][:300] if msg else "failed"
+
+
+def run(
+    plan: Plan,
+    state: Path,
+    *,
+    phases: list[str],
+    check: bool = False,
+    hosts: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    forks: int = 20,
+) -> RunResult:
+    """Run the roles of `phases` on `hosts` (default all). Preflight must have passed."""
+    import ansible_runner
+
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for sub in ("cp", "tmp"):
+        (state / sub).mkdir(mode=0o700, exist_ok=True)
+    plan.write_tree(state / "plan")
+    (state / "known_hosts").write_text("\n".join(known_hosts_lines(plan.loaded)) + "\n")
+    inventory = write_inventory(plan, state)
+    targets = hosts or list(plan.hosts)
+    events = _Events(targets, check, progress)
+    started = time.monotonic()
+    runner = ansible_runner.run(
+        private_data_dir=str(state / "runner"),
+        playbook=str(PLAYBOOK),
+        inventory=str(inventory),
+        tags=",".join(phases),
+        limit=",".join(targets),
+        cmdline="--check --diff" if check else None,
+        envvars=_environment(state, forks),
+        suppress_env_files=True,
+        quiet=True,
+        event_handler=events,
+        rotate_artifacts=3,
+    )
+    return RunResult(
+        mode="drift" if check else "apply",
+        phases=phases,
+        skipped_phases={},
+        status=runner.status,
+        rc=runner.rc,
+        seconds=round(time.monotonic() - started, 2),
+        hosts=events.results,
+    )

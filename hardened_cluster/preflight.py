@@ -1,0 +1,68 @@
+"""Preflight over SSH with paramiko: every host key matches its pin, and the facts the plan needs.
+
+Runs before Ansible touches anything, so a changed host key stops the run with nothing changed.
+"""
+from __future__ import annotations
+
+import base64
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import paramiko
+
+from hardened_cluster.errors import DeliveryError
+from hardened_cluster.plan import HostFacts
+from hardened_cluster.spec import LoadedSpec, Node
+
+# /dev/kvm alone is not enough for Kata: its VMs talk to the agent over vhost-vsock.
+KATA_PROBE = "test -c /dev/kvm && test -c /dev/vhost-vsock && echo kata-capable || echo no-kvm"
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    return key.fingerprint  # "SHA256:..." like ssh-keygen -l
+
+
+def _pinned(loaded: LoadedSpec, node: Node) -> paramiko.PKey:
+    kind, data = loaded.host_keys[node.name].split()
+    return paramiko.PKey.from_type_string(kind, base64.b64decode(data))
+
+
+def _probe(loaded: LoadedSpec, node: Node, key_file: Path, timeout: float) -> HostFacts:
+    spec = loaded.spec
+    pinned = _pinned(loaded, node)
+    client = paramiko.SSHClient()
+    port = spec.ssh_port(node)
+    host_id = str(node.address) if port == 22 else f"[{node.address}]:{port}"
+    client.get_host_keys().add(host_id, pinned.get_name(), pinned)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    where = f"{node.name} ({node.address}:{port})"
+    try:
+        client.connect(
+            str(node.address), port=port, username=spec.ssh_user(node), key_filename=str(key_file),
+            timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, allow_agent=False, look_for_keys=False,
+        )
+        _, out, _ = client.exec_command(KATA_PROBE, timeout=timeout)
+        answer = out.read().decode().strip()
+    except paramiko.BadHostKeyException as exc:
+        raise DeliveryError(
+            f"{where}: host key {_fingerprint(exc.key)} does not match the pinned {_fingerprint(exc.expected_key)}; "
+            "nothing was changed (update the pin only if you know why the key changed)"
+        ) from None
+    except paramiko.SSHException as exc:
+        raise DeliveryError(f"{where}: SSH failed before any change: {exc}") from None
+    except OSError as exc:
+        raise DeliveryError(f"{where}: unreachable before any change: {exc.strerror or exc}") from None
+    finally:
+        client.close()
+    return HostFacts(kata_capable=answer == "kata-capable")
+
+
+def preflight(loaded: LoadedSpec, hosts: list[str] | None = None, timeout: float = 10.0) -> dict[str, HostFacts]:
+    """Facts per host; raises DeliveryError naming the first host that fails."""
+    key_file = loaded.spec.ssh.private_key_file.expanduser()
+    if not key_file.is_file():
+        raise DeliveryError(f"ssh.private_key_file: {key_file} does not exist")
+    nodes = [n for n in loaded.spec.nodes if hosts is None or n.name in hosts]
+    with ThreadPoolExecutor(max_workers=min(32, max(1, len(nodes)))) as pool:
+        results = list(pool.map(lambda n: _probe(loaded, n, key_file, timeout), nodes))
+    return {n.name: facts for n, facts in zip(nodes, results)}
