@@ -75,6 +75,60 @@ def cmd_check(args) -> int:
     return EXIT_FINDINGS if counts.get("FAIL") else EXIT_OK
 
 
+def _print_result(result, report: Path) -> None:
+    from hardened_cluster.deliver import PHASES
+
+    verb = "would change" if result.mode == "drift" else "changed"
+    for name, host in result.hosts.items():
+        state = "UNREACHABLE" if host.unreachable else ("FAILED" if host.failed else "ok")
+        print(f"{name:<12} {state:<11} ok={host.ok} {verb.replace(' ', '_')}={host.changed} failed={host.failed}")
+        if result.mode == "drift":
+            for change in host.changes:
+                print(f"    drift: {change.describe()}")
+        for error in host.errors:
+            print(f"    error: {error}")
+    for phase in PHASES:
+        if phase in result.phases:
+            print(f"phase {phase:<10} ran ({', '.join(PHASES[phase])})")
+        elif phase in result.skipped_phases:
+            print(f"phase {phase:<10} NOT RUN: {result.skipped_phases[phase]}")
+    print(f"{result.mode}: {'succeeded' if result.succeeded else 'FAILED'} in {result.seconds}s; report: {report}")
+
+
+def _converge(args, check: bool) -> int:
+    from hardened_cluster.core import converge
+
+    loaded = load_spec(args.spec)
+    progress = None if args.quiet else (lambda line: print(line, flush=True))
+    result, report = converge(loaded, check=check, phases=args.phases, hosts=args.hosts, progress=progress)
+    _print_result(result, report)
+    if not result.succeeded:
+        return EXIT_FINDINGS
+    if check and result.changed:
+        return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def cmd_apply(args) -> int:
+    return _converge(args, check=False)
+
+
+def cmd_drift(args) -> int:
+    return _converge(args, check=True)
+
+
+def cmd_lab(args) -> int:
+    from hardened_cluster import lab_cli
+
+    return lab_cli.run(args)
+
+
+def cmd_demo(args) -> int:
+    from hardened_cluster import demo
+
+    return demo.run(args.spec, keep=args.keep)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="hardened-cluster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -90,6 +144,28 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_arg(p)
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_render)
+    for name, func, help_ in (
+        ("apply", cmd_apply, "converge the hosts to the plan"),
+        ("drift", cmd_drift, "report per host what differs from the plan (exit 1 on drift)"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        _spec_arg(p)
+        p.add_argument("--phases", type=lambda v: v.split(","), help="comma list of hosts,etcd,runtime,kubernetes")
+        p.add_argument("--hosts", type=lambda v: v.split(","), help="comma list of node names")
+        p.add_argument("--quiet", action="store_true", help="no per-task progress")
+        p.set_defaults(func=func)
+    p = sub.add_parser("lab", help="the built-in lab: isolated test hosts on this machine (root, Linux)")
+    lab_sub = p.add_subparsers(dest="lab_command", required=True, parser_class=Parser)
+    up = lab_sub.add_parser("up", help="start the lab nodes of a spec (or N generic nodes)")
+    up.add_argument("--spec", type=Path, help="take nodes from this spec and write known_hosts beside it")
+    up.add_argument("--nodes", type=int, help="N generic nodes node-1..node-N (when no --spec)")
+    lab_sub.add_parser("down", help="stop every node and remove everything the lab made")
+    lab_sub.add_parser("status", help="show the nodes and their state")
+    p.set_defaults(func=cmd_lab)
+    p = sub.add_parser("demo", help="lab up, apply, verify, drift: the main job on the built-in lab")
+    p.add_argument("--spec", type=Path, default=Path("inventories/lab/cluster.yaml"))
+    p.add_argument("--keep", action="store_true", help="leave the lab running afterwards")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

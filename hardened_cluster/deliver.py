@@ -108,7 +108,6 @@ def _file_entries(plan: Plan, node: Node, role: str, plan_dir: Path) -> list[dic
 
 def _host_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
     spec = plan.spec
-    etcd_bin = "/usr/bin" if spec.runtimes.artifacts == "distro" else "/usr/local/bin"
     members = [{"name": n.name, "address": str(n.address)} for n in spec.nodes_with("etcd")]
     out: dict = {
         "ansible_host": str(node.address),
@@ -132,7 +131,7 @@ def _host_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
             "etcd_peer_port": spec.etcd.peer_port,
             "etcd_data_dir": str(spec.etcd.data_dir),
             "etcd_cluster_token": f"{spec.cluster.name}-etcd",
-            "etcd_bin_dir": etcd_bin,
+            "etcd_bin_dir": spec.etcd_bin_dir,
             "etcd_snapshot_enabled": snap.enabled,
             "etcd_snapshot_dir": str(snap.directory),
         })

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import paramiko
 
@@ -27,7 +26,8 @@ def _pinned(loaded: LoadedSpec, node: Node) -> paramiko.PKey:
     return paramiko.PKey.from_type_string(kind, base64.b64decode(data))
 
 
-def _probe(loaded: LoadedSpec, node: Node, key_file: Path, timeout: float) -> HostFacts:
+def connect(loaded: LoadedSpec, node: Node, timeout: float = 10.0) -> paramiko.SSHClient:
+    """An SSH session to `node` that accepts only the host key pinned in the spec."""
     spec = loaded.spec
     pinned = _pinned(loaded, node)
     client = paramiko.SSHClient()
@@ -36,13 +36,12 @@ def _probe(loaded: LoadedSpec, node: Node, key_file: Path, timeout: float) -> Ho
     client.get_host_keys().add(host_id, pinned.get_name(), pinned)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     where = f"{node.name} ({node.address}:{port})"
+    key_file = spec.ssh.private_key_file.expanduser()
     try:
         client.connect(
             str(node.address), port=port, username=spec.ssh_user(node), key_filename=str(key_file),
             timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, allow_agent=False, look_for_keys=False,
         )
-        _, out, _ = client.exec_command(KATA_PROBE, timeout=timeout)
-        answer = out.read().decode().strip()
     except paramiko.BadHostKeyException as exc:
         raise DeliveryError(
             f"{where}: host key {_fingerprint(exc.key)} does not match the pinned {_fingerprint(exc.expected_key)}; "
@@ -52,17 +51,31 @@ def _probe(loaded: LoadedSpec, node: Node, key_file: Path, timeout: float) -> Ho
         raise DeliveryError(f"{where}: SSH failed before any change: {exc}") from None
     except OSError as exc:
         raise DeliveryError(f"{where}: unreachable before any change: {exc.strerror or exc}") from None
+    return client
+
+
+def ssh_run(loaded: LoadedSpec, node: Node, command: str, timeout: float = 30.0) -> tuple[int, str, str]:
+    """Run one command on `node`; returns exit status, stdout and stderr."""
+    client = connect(loaded, node)
+    try:
+        _, out, err = client.exec_command(command, timeout=timeout)
+        stdout, stderr = out.read().decode(), err.read().decode()
+        return out.channel.recv_exit_status(), stdout, stderr
     finally:
         client.close()
-    return HostFacts(kata_capable=answer == "kata-capable")
 
 
-def preflight(loaded: LoadedSpec, hosts: list[str] | None = None, timeout: float = 10.0) -> dict[str, HostFacts]:
+def _probe(loaded: LoadedSpec, node: Node) -> HostFacts:
+    _, answer, _ = ssh_run(loaded, node, KATA_PROBE)
+    return HostFacts(kata_capable=answer.strip() == "kata-capable")
+
+
+def preflight(loaded: LoadedSpec, hosts: list[str] | None = None) -> dict[str, HostFacts]:
     """Facts per host; raises DeliveryError naming the first host that fails."""
     key_file = loaded.spec.ssh.private_key_file.expanduser()
     if not key_file.is_file():
         raise DeliveryError(f"ssh.private_key_file: {key_file} does not exist")
     nodes = [n for n in loaded.spec.nodes if hosts is None or n.name in hosts]
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(nodes)))) as pool:
-        results = list(pool.map(lambda n: _probe(loaded, n, key_file, timeout), nodes))
+        results = list(pool.map(lambda n: _probe(loaded, n), nodes))
     return {n.name: facts for n, facts in zip(nodes, results)}

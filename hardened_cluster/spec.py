@@ -274,6 +274,11 @@ class Spec(Model):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @property
+    def etcd_bin_dir(self) -> str:
+        """Debian installs etcd in /usr/bin; release artifacts go to /usr/local/bin."""
+        return "/usr/bin" if self.runtimes.artifacts == "distro" else "/usr/local/bin"
+
     def nodes_with(self, role: str) -> list[Node]:
         return [n for n in self.nodes if role in n.roles]
 
@@ -357,7 +362,7 @@ def _pydantic_issues(error: ValidationError) -> list[SpecIssue]:
         elif kind == "missing":
             issues.append(SpecIssue(path, "required key is missing"))
         elif kind == "literal_error":
-            issues.append(SpecIssue(path, f"{err['input']!r} is not allowed; {err['msg'].replace('Input should be', 'allowed:')}"))
+            issues.append(SpecIssue(path, f"{_shown(value)} is not allowed; {err['msg'].replace('Input should be', 'allowed:')}"))
         elif kind in ("ip_v4_network", "ip_v6_network"):
             issues.append(SpecIssue(path, _network_message(value)))
         elif kind in ("ip_v4_address", "ip_v6_address"):
@@ -376,6 +381,8 @@ def _pydantic_issues(error: ValidationError) -> list[SpecIssue]:
         elif kind == "string_type":
             quote = " (quote it in YAML)" if isinstance(value, (int, float, bool)) else ""
             issues.append(SpecIssue(path, f"expected a string, got {_shown(value)}{quote}"))
+        elif kind == "path_type":
+            issues.append(SpecIssue(path, f"expected a file path, got {_shown(value)}"))
         elif kind == "list_type":
             issues.append(SpecIssue(path, f"expected a list, got {_shown(value)}"))
         elif kind in ("dict_type", "model_type", "model_attributes_type"):
@@ -535,10 +542,12 @@ def _parse_host_key(text: str) -> str | None:
     if len(parts) < 2:
         return None
     try:
-        key = paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1], validate=True))
-    except (paramiko.SSHException, binascii.Error, ValueError, TypeError):
+        blob = base64.b64decode(parts[1], validate=True)
+        key = paramiko.PKey.from_type_string(parts[0], blob)
+    except (paramiko.SSHException, paramiko.pkey.UnknownKeyType, binascii.Error, ValueError, TypeError):
         return None
-    return f"{key.get_name()} {key.get_base64()}"
+    # paramiko pads a truncated key blob with zeros; only an exact round trip is the key that was given.
+    return f"{key.get_name()} {key.get_base64()}" if key.asbytes() == blob else None
 
 
 def _known_hosts(spec: Spec, base_dir: Path) -> tuple[dict[str, str], list[SpecIssue]]:

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what this machine needs (Debian/Ubuntu, as root) and the project's virtualenv. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+  echo "bootstrap: run as root (the lab needs namespaces, mounts and cgroups)" >&2
+  exit 1
+fi
+packages=(debootstrap nftables iproute2 openssh-client zstd util-linux mount procps python3 python3-venv ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import hardened_cluster' 2>/dev/null \
+   || [ pyproject.toml -nt .venv/.installed ]; then
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  touch .venv/.installed
+fi
