@@ -368,14 +368,16 @@ def _pydantic_issues(error: ValidationError) -> list[SpecIssue]:
         elif kind in ("ip_v4_address", "ip_v6_address"):
             issues.append(SpecIssue(path, f"{_shown(value)} is not a valid IPv4 or IPv6 address"))
         elif kind == "string_pattern_mismatch":
-            want = _PATTERNS.get(err.get("ctx", {}).get("pattern"), f"a string matching {err.get('ctx', {}).get('pattern')}")
+            pattern = err.get("ctx", {}).get("pattern")
+            want = _PATTERNS.get(pattern, f"a string matching {pattern}")
             issues.append(SpecIssue(path, f"{_shown(value)} is not allowed; expected {want}"))
         elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
             bounds = _bounds(loc) or err["msg"].removeprefix("Input should be ")
             issues.append(SpecIssue(path, f"{_shown(value)} is out of range; allowed: {bounds}"))
         elif kind in ("int_type", "int_parsing", "int_from_float"):
             bounds = _bounds(loc)
-            issues.append(SpecIssue(path, f"expected an integer{f' ({bounds})' if bounds else ''}, got {_shown(value)}"))
+            within = f" ({bounds})" if bounds else ""
+            issues.append(SpecIssue(path, f"expected an integer{within}, got {_shown(value)}"))
         elif kind in ("bool_type", "bool_parsing"):
             issues.append(SpecIssue(path, f"expected true or false, got {_shown(value)}"))
         elif kind == "string_type":
@@ -387,12 +389,14 @@ def _pydantic_issues(error: ValidationError) -> list[SpecIssue]:
             issues.append(SpecIssue(path, f"expected a list, got {_shown(value)}"))
         elif kind in ("dict_type", "model_type", "model_attributes_type"):
             model = _model_at(loc + ("",))
-            keys = f" with keys: {', '.join(sorted((f.alias or n) for n, f in model.model_fields.items()))}" if model else ""
+            names = sorted((f.alias or n) for n, f in model.model_fields.items()) if model else []
+            keys = f" with keys: {', '.join(names)}" if names else ""
             issues.append(SpecIssue(path, f"expected a mapping{keys}; got {_shown(value)}"))
         elif kind == "too_short":
             choices = _choices(loc)
             allowed = f"; allowed: {choices}" if choices else ""
-            issues.append(SpecIssue(path, f"needs at least {err['ctx']['min_length']} entry, got {len(value) or 'none'}{allowed}"))
+            need = err["ctx"]["min_length"]
+            issues.append(SpecIssue(path, f"needs at least {need} entry, got {len(value) or 'none'}{allowed}"))
         else:
             msg = err["msg"].removeprefix("Value error, ")
             issues.append(SpecIssue(path, msg))
@@ -460,8 +464,8 @@ def _bounds(loc: tuple[Any, ...]) -> str:
 def _choices(loc: tuple[Any, ...]) -> str:
     """The allowed values of a list-of-literals field ('etcd', 'control-plane' or 'worker')."""
     field = _field_at(loc)
-    args = [a for arg in getattr(field.annotation, "__args__", ()) if get_origin(arg) is Literal for a in get_args(arg)] if field else []
-    return ", ".join(repr(a) for a in args)
+    members = getattr(field.annotation, "__args__", ()) if field else ()
+    return ", ".join(repr(a) for arg in members if get_origin(arg) is Literal for a in get_args(arg))
 
 
 def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:
@@ -486,11 +490,21 @@ def _secret_ref_issues(ref: SecretRef, path: str, base_dir: Path) -> list[SpecIs
     chosen = [name for name, on in (("env", ref.env), ("file", ref.file), ("generated", ref.generated)) if on]
     if len(chosen) != 1:
         return [SpecIssue(path, f"set exactly one of env, file or generated: true (got {', '.join(chosen) or 'none'})")]
-    if not ref.generated and read_secret(ref, base_dir) is None:
+    if ref.generated:
+        return []
+    try:
+        value = read_secret(ref, base_dir)
+    except UnicodeDecodeError:
+        return [SpecIssue(path, f"{ref.describe()} is not UTF-8 text; store the secret base64-encoded")]
+    except OSError as exc:
+        return [SpecIssue(path, f"{ref.describe()} cannot be read: {exc.strerror}")]
+    if value is None:
         if ref.env:
             return [SpecIssue(path, f"environment variable {ref.env} is not set")]
         file = ref.file.expanduser()
         return [SpecIssue(path, f"file {file if file.is_absolute() else base_dir / file} does not exist")]
+    if not value.strip():
+        return [SpecIssue(path, f"{ref.describe()} is empty")]
     return []
 
 
@@ -727,14 +741,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen = set()
         for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                key = self.construct_object(key_node, deep=deep)
-                if key in seen:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if (key_node.tag, key_node.value) in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key '{key}' (the later value would silently replace the earlier one)",
+                        None, None,
+                        f"duplicate key '{key_node.value}' (the later value would silently replace the earlier one)",
                         key_node.start_mark,
                     )
-                seen.add(key)
+                seen.add((key_node.tag, key_node.value))
         return super().construct_mapping(node, deep)
 
 
@@ -744,10 +758,18 @@ def load_spec(path: Path | str) -> LoadedSpec:
         text = path.read_text()
     except OSError as exc:
         raise SpecError([SpecIssue("", f"cannot read spec: {exc.strerror}")], str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError([SpecIssue("", f"cannot read spec: not UTF-8 text (byte {exc.start})")], str(path)) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SpecError([SpecIssue("", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}")], str(path)) from None
+        start = getattr(exc, "context_mark", None)
+        context = getattr(exc, "context", None)
+        at = f" started at line {start.line + 1}, column {start.column + 1}" if start else ""
+        started = f" ({context}{at})" if context else ""
+        raise SpecError(
+            [SpecIssue("", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}{started}")], str(path)
+        ) from None
     return parse_spec(data, path.resolve())
