@@ -668,10 +668,13 @@ def _network_issues(spec: Spec) -> list[SpecIssue]:
             if ca.version == cb.version and ca.overlaps(cb):
                 issues.append(SpecIssue(pb, f"{cb} overlaps {pa} ({ca}); pod, service and node CIDRs must be disjoint"))
     for i, cidr in enumerate(net.admin_cidrs):
-        if cidr.prefixlen == 0 and not net.i_accept_api_and_ssh_open_to_the_internet:
+        # Shorter than /8 (or /16 for IPv6) is internet-scale: 0.0.0.0/1 plus 128.0.0.0/1 is everyone too.
+        wide = cidr.prefixlen < (8 if cidr.version == 4 else 16)
+        if wide and not net.i_accept_api_and_ssh_open_to_the_internet:
+            whom = "everyone" if cidr.prefixlen == 0 else "a large part of the internet"
             issues.append(SpecIssue(
                 f"network.admin_cidrs[{i}]",
-                f"{cidr} opens the API server and SSH to everyone; list your admin networks "
+                f"{cidr} opens the API server and SSH to {whom}; list your admin networks "
                 "(e.g. 172.25.0.0/24) or set network.i_accept_api_and_ssh_open_to_the_internet: true",
             ))
     return issues
