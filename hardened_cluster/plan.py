@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from hardened_cluster import firewall
+from hardened_cluster import firewall, kubeadm
 from hardened_cluster.secrets import ClusterSecrets
 from hardened_cluster.spec import LoadedSpec, Node, Spec
 
@@ -227,18 +227,20 @@ FILES: list[FileRule] = [
     FileRule("/etc/containerd/config.toml", "container_runtime", "0600", _kube),
     FileRule("/etc/containerd/runsc.toml", "container_runtime", "0644", lambda c, n: "gvisor" in c.runtimes_on(n)),
     FileRule("/etc/crictl.yaml", "container_runtime", "0644", _kube),
-    # kubelet on every Kubernetes node
-    FileRule("/etc/systemd/system/kubelet.service", "kubernetes_node", "0644", _kube),
-    FileRule("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf", "kubernetes_node", "0644", _kube),
+    # kubelet on every Kubernetes node (CIS 4.1.1: service files 0600)
+    FileRule("/etc/systemd/system/kubelet.service", "kubernetes_node", "0600", _kube),
+    FileRule("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf", "kubernetes_node", "0600", _kube),
     FileRule("/var/lib/kubelet/config.yaml", "kubernetes_node", "0600", _kube),
     # control plane
     FileRule("/etc/kubernetes/kubeadm/kubeadm-init.yaml", "control_plane", "0600", _first_cp, secret=True),
     FileRule("/etc/kubernetes/kubeadm/kubeadm-join.yaml", "control_plane", "0600", _other_cp, secret=True),
     FileRule("/etc/kubernetes/encryption/encryption-config.yaml", "control_plane", "0600", _cp,
              secret=True),
+    FileRule("/etc/kubernetes/auth/authentication-config.yaml", "control_plane", "0600", _cp),
     FileRule("/etc/kubernetes/audit/audit-policy.yaml", "control_plane", "0600", _cp),
     FileRule("/etc/kubernetes/admission/admission-config.yaml", "control_plane", "0600", _cp),
-    FileRule("/etc/kubernetes/admission/event-rate-limit.yaml", "control_plane", "0600", _cp),
+    FileRule("/etc/kubernetes/admission/event-rate-limit.yaml", "control_plane", "0600",
+             _all(_cp, lambda c, n: bool(c.spec.admission.event_rate_limit))),
     FileRule("/etc/kubernetes/pki/etcd/ca.crt", "control_plane", "0600", _cp, source=_pki("etcd_ca", "cert_pem")),
     FileRule("/etc/kubernetes/pki/apiserver-etcd-client.crt", "control_plane", "0600", _cp, source=_pki("apiserver_etcd_client", "cert_pem")),
     FileRule("/etc/kubernetes/pki/apiserver-etcd-client.key", "control_plane", "0600", _cp, source=_pki("apiserver_etcd_client", "key_pem"), secret=True),
@@ -277,6 +279,8 @@ def make_environment() -> jinja2.Environment:
     )
     env.filters["to_yaml"] = _yaml_filter
     env.filters["to_json"] = lambda v: json.dumps(v)
+    env.filters.update(kubeadm.TEMPLATE_FILTERS)
+    env.globals.update(kubeadm.TEMPLATE_GLOBALS)
     return env
 
 
@@ -289,10 +293,15 @@ def render_plan(loaded: LoadedSpec, secrets: ClusterSecrets, facts: dict[str, Ho
     ctx = Context(spec=loaded.spec, secrets=secrets, facts=facts or {})
     templates: dict[str, jinja2.Template] = {}
     hosts: dict[str, HostPlan] = {}
+    # A node's firewall rules depend only on its roles and SSH port; computing them per node is O(nodes^2).
+    rules: dict[tuple[tuple[str, ...], int], list[firewall.Rule]] = {}
     for node in loaded.spec.nodes:
         files: dict[str, PlannedFile] = {}
         notes: list[str] = []
-        variables = {"spec": ctx.spec, "ctx": ctx, "node": node, "rules": firewall.node_rules(ctx.spec, node),
+        shape = (tuple(sorted(node.roles)), ctx.spec.ssh_port(node))
+        if shape not in rules:
+            rules[shape] = firewall.node_rules(ctx.spec, node)
+        variables = {"spec": ctx.spec, "ctx": ctx, "node": node, "rules": rules[shape],
                      "runtimes": ctx.runtimes_on(node)}
         for rule in FILES:
             if not rule.when(ctx, node):
