@@ -6,13 +6,14 @@ import fcntl
 import hashlib
 import json
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from .model import NODE_PATH, LabError, run, write_file
 
 SUITE = "bookworm"
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 ADMIN_USER = "hcadmin"
 ADMIN_PASSWORD = "hcadmin-lab"
 PACKAGES = (
@@ -47,6 +48,11 @@ MASKED_UNITS = (
     "apt-daily-upgrade.timer",
     "apt-daily-upgrade.service",
     "systemd-timesyncd.service",
+    "sys-fs-fuse-connections.mount",
+    "sys-kernel-config.mount",
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+    "proc-sys-fs-binfmt_misc.automount",
 )
 # Installed but left to the project's roles to enable and start.
 DISABLED_UNITS = ("etcd.service", "containerd.service", "nftables.service")
@@ -88,7 +94,9 @@ def _parse_deb822(text: str) -> list[AptSource]:
             signed_by = None
         for uri in fields.get("uris", "").split():
             sources.append(
-                AptSource(uri, tuple(fields.get("suites", "").split()), tuple(fields.get("components", "").split()), signed_by)
+                AptSource(
+                    uri, tuple(fields.get("suites", "").split()), tuple(fields.get("components", "").split()), signed_by
+                )
             )
     return sources
 
@@ -174,7 +182,9 @@ def _bootstrap(rootfs: Path, sources: list[AptSource]) -> None:
             shutil.copy2(source.signed_by, target)
     (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
     write_file(rootfs / "etc/apt/sources.list.d/debian.sources", _sources_file(sources))
-    write_file(rootfs / "etc/apt/apt.conf.d/90hclab", 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n')
+    write_file(
+        rootfs / "etc/apt/apt.conf.d/90hclab", 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n'
+    )
     write_file(rootfs / "usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)
     shutil.copyfile("/etc/resolv.conf", rootfs / "etc/resolv.conf")
     _chroot(rootfs, ["apt-get", "update", "-q"])
@@ -186,6 +196,7 @@ def _configure(rootfs: Path) -> None:
     _chroot(rootfs, ["useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", ADMIN_USER])
     _chroot(rootfs, ["chpasswd"], input=f"{ADMIN_USER}:{ADMIN_PASSWORD}\n".encode())
     _chroot(rootfs, ["install", "-d", "-m", "0700", "-o", ADMIN_USER, "-g", ADMIN_USER, f"/home/{ADMIN_USER}/.ssh"])
+    (rootfs / "var/lib/containerd").mkdir(mode=0o711, exist_ok=True)
     write_file(rootfs / f"etc/sudoers.d/{ADMIN_USER}", f"{ADMIN_USER} ALL=(ALL:ALL) NOPASSWD: ALL\n", 0o440)
     _chroot(rootfs, ["systemctl", "mask", *MASKED_UNITS])
     _chroot(rootfs, ["systemctl", "disable", *DISABLED_UNITS])
@@ -199,7 +210,7 @@ def _configure(rootfs: Path) -> None:
     write_file(rootfs / "etc/fstab", "")
 
 
-def build(cache_dir: Path, keep: set[Path] = frozenset()) -> Path:
+def build(cache_dir: Path, keep: Collection[Path] = ()) -> Path:
     """Return the cached image for the current recipe, building it first if missing."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     image = cache_dir / f"image-{image_key()}"

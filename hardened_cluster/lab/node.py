@@ -73,9 +73,7 @@ def _seed(image: Path, upper: Path, rel: str, data: str, mode: int, owner: tuple
     path.chmod(mode)
 
 
-def prepare(
-    image: Path, dirs: NodeDirs, node: LabNode, all_nodes: list[LabNode], admin_pub: str
-) -> subprocess.Popen:
+def prepare(image: Path, dirs: NodeDirs, node: LabNode, all_nodes: list[LabNode], admin_pub: str) -> subprocess.Popen:
     """Create the node's state and files; return the running ssh-keygen that makes its host key."""
     for d in (dirs.upper, dirs.work, dirs.root, dirs.containerd):
         d.mkdir(parents=True)
@@ -172,7 +170,7 @@ def console_tail(dirs: NodeDirs) -> str:
 
 def system_state(pid: int) -> str:
     result = run(exec_argv(pid, ["systemctl", "is-system-running"]), check=False, timeout=30, env=exec_env())
-    return result.stdout.decode().strip() or one_line(result.stderr) or "unknown"
+    return result.stdout.decode().strip() or "unknown"
 
 
 def failed_units(pid: int) -> list[str]:

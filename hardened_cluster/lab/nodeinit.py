@@ -68,7 +68,12 @@ def _dev(root: Path) -> None:
     (dev / "ptmx").symlink_to("pts/ptmx")
     (dev / "shm").mkdir()
     mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=1777", "tmpfs", str(dev / "shm"))
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         (dev / name).symlink_to(target)
 
 

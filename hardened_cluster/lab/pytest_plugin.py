@@ -1,0 +1,74 @@
+"""pytest plugin: a session-wide `lab` fixture with the nodes of inventories/lab/cluster.yaml up.
+
+Set HC_LAB_SPEC to use another cluster file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .lab import Lab
+from .model import LabError, LabNode
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SPEC = REPO_ROOT / "inventories/lab/cluster.yaml"
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+@dataclass(frozen=True)
+class LabSession:
+    lab: Lab
+    nodes: list[LabNode]
+    host_keys: dict[str, str]
+    known_hosts: Path
+
+
+def spec_path() -> Path:
+    return Path(os.environ.get("HC_LAB_SPEC", DEFAULT_SPEC))
+
+
+def load_nodes(path: Path) -> list[LabNode]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise LabError(f"cannot read lab spec {path}: {exc.strerror}") from None
+    entries = data.get("nodes") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and "name" in e and "address" in e for e in entries
+    ):
+        raise LabError(f"{path}: 'nodes' must be a list of mappings with name and address")
+    return [LabNode(str(e["name"]), str(e["address"])) for e in entries]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory):
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("the lab needs root on Linux")
+    nodes = load_nodes(spec_path())
+    the_lab = Lab()
+    # CI stops runs with SIGTERM: turn it into KeyboardInterrupt so the teardown below still runs.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        keys = the_lab.up(nodes)
+        known_hosts = tmp_path_factory.mktemp("lab") / "known_hosts"
+        the_lab.write_known_hosts(known_hosts, keys, nodes)
+        yield LabSession(the_lab, nodes, keys, known_hosts)
+    finally:
+        # A signal arriving now would abort the cleanup half-way; it is delivered once the lab is down.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            the_lab.down()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
