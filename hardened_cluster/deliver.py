@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from hardened_cluster import artifacts, kubeadm
 from hardened_cluster.plan import REPO_ROOT, Plan
 from hardened_cluster.spec import LoadedSpec, Node
 
@@ -137,7 +138,51 @@ def _host_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
         })
     for role in {f.role for f in plan.hosts[node.name].files.values()}:
         out[f"{role}_files"] = _file_entries(plan, node, role, plan_dir)
+    # --- runtime and kubernetes phases (container_runtime, kubernetes_node, control_plane, worker,
+    # cluster_objects) ---
+    out.update(_kubernetes_vars(plan, node, plan_dir))
     return out
+
+
+def _kubernetes_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
+    """Variables of the runtime and Kubernetes roles, from the spec and the rendered plan."""
+    host = plan.hosts[node.name]
+    out = artifacts.host_vars(plan.spec, host)
+    if not out:
+        return out
+    bin_dir = out["kubernetes_node_bin_dir"]
+    first_cp = plan.spec.nodes_with("control-plane")[0].name
+    if "control-plane" in node.roles:
+        init = node.name == first_cp
+        config = host.files["/etc/kubernetes/kubeadm/kubeadm-" + ("init" if init else "join") + ".yaml"]
+        docs = list(yaml.safe_load_all(plan.hosts[first_cp].files["/etc/kubernetes/kubeadm/kubeadm-init.yaml"].content))
+        cluster = next(d for d in docs if d.get("kind") == "ClusterConfiguration")
+        own = yaml.safe_load_all(config.content) if init else [yaml.safe_load(config.content)["controlPlane"]]
+        endpoint = next(d["localAPIEndpoint"] for d in own if "localAPIEndpoint" in d)
+        out.update({
+            "control_plane_bin_dir": bin_dir,
+            "control_plane_init": init,
+            "control_plane_init_host": first_cp,
+            "control_plane_apiserver_flags": kubeadm.component_flags("kube-apiserver", cluster, endpoint),
+            "control_plane_admin_conf_dest": str(plan_dir.parent / "admin.conf"),
+            "cluster_objects_kubectl": f"{bin_dir}/kubectl",
+            "cluster_objects_manifests": [
+                {"name": f.path, "src": str(plan_dir / "cluster" / f.path)} for f in plan.manifests.values()
+            ] if init else [],
+            "cluster_objects_node_labels": {
+                name: {kubeadm.runtime_label(r): "true" for r in _sandboxes(other)}
+                for name, other in plan.hosts.items() if _sandboxes(other)
+            } if init else {},
+        })
+    elif "worker" in node.roles:
+        out.update({"worker_bin_dir": bin_dir, "worker_token_host": first_cp})
+    return out
+
+
+def _sandboxes(host) -> list[str]:
+    """Sandbox runtimes (RuntimeClass names) a host's containerd has: runsc is gVisor's handler."""
+    names = {"runsc": "gvisor", "kata": "kata"}
+    return [names[h] for h in artifacts.handlers(host) if h in names]
 
 
 def write_inventory(plan: Plan, state: Path) -> Path:
@@ -212,7 +257,8 @@ class _Events:
         data = event.get("event_data", {})
         host = data.get("host")
         if kind == "playbook_on_task_start":
-            self._say(f"TASK {data.get('task', '')}")
+            role = data.get("role")
+            self._say(f"TASK {role + ' : ' if role else ''}{data.get('task', '')}")
         if not host or host not in self.results:
             return False
         result = self.results[host]
@@ -267,7 +313,7 @@ def run(
     import ansible_runner
 
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for sub in ("cp", "tmp"):
+    for sub in ("cp", "tmp", "runner"):
         (state / sub).mkdir(mode=0o700, exist_ok=True)
     plan.write_tree(state / "plan")
     (state / "known_hosts").write_text("\n".join(known_hosts_lines(plan.loaded)) + "\n")

@@ -1,0 +1,33 @@
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hardened_cluster.spec import LoadedSpec, load_spec
+
+pytest_plugins = ["hardened_cluster.lab.pytest_plugin"]
+
+REPO = Path(__file__).resolve().parents[1]
+LAB_SPEC = REPO / "inventories" / "lab" / "cluster.yaml"
+TEARDOWN_MODULE = "test_lab_teardown.py"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The teardown tests take the shared lab down, so they come after every other test.
+    last = [item for item in items if item.path.name == TEARDOWN_MODULE]
+    items[:] = [item for item in items if item.path.name != TEARDOWN_MODULE] + last
+
+
+@pytest.fixture(scope="session")
+def lab_spec(lab, tmp_path_factory) -> LoadedSpec:
+    """The lab spec, copied beside a known_hosts that pins the running nodes' keys."""
+    directory = tmp_path_factory.mktemp("lab-spec")
+    shutil.copy(LAB_SPEC, directory / "cluster.yaml")
+    shutil.copy(lab.known_hosts, directory / "known_hosts")
+    return load_spec(directory / "cluster.yaml")
+
+
+@pytest.fixture(scope="session")
+def lab_state(tmp_path_factory) -> Path:
+    """State dir (secrets, PKI, staged plan, reports) shared by the lab tests of one session."""
+    return tmp_path_factory.mktemp("state") / "lab"

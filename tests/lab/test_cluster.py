@@ -1,0 +1,266 @@
+"""Host hardening, firewall and external etcd on the lab: apply, verify from outside, drift, recovery.
+
+The tests run in file order against one converged lab; each leaves the cluster converged.
+"""
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import paramiko
+import pytest
+
+from hardened_cluster.core import converge
+from hardened_cluster.errors import DeliveryError
+from hardened_cluster.secrets import resolve_secrets
+from hardened_cluster.spec import load_spec
+from hardened_cluster.verify import etcd_health, scan
+
+pytestmark = pytest.mark.lab
+
+PHASES = ["hosts", "etcd"]
+ETCDCTL = ["env", "ETCDCTL_API=3", "/usr/bin/etcdctl", "--endpoints=https://127.0.0.1:2379",
+           "--cacert=/etc/etcd/pki/ca.crt"]
+CLIENT_CERT = ["--cert=/etc/etcd/pki/healthcheck-client.crt", "--key=/etc/etcd/pki/healthcheck-client.key"]
+PEER_FAILURES = ("rejected connection", "failed to dial", "lost TCP streaming connection", "prober detected unhealthy",
+                 "failed to reach the peer URL", "remote error: tls")
+
+
+class Output:
+    """Everything apply and drift printed during the session, for the leak scan."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+
+
+@pytest.fixture(scope="module")
+def output():
+    return Output()
+
+
+@pytest.fixture(scope="module")
+def applied(lab_spec, lab_state, output):
+    result, report = converge(lab_spec, check=False, phases=PHASES, state=lab_state, progress=output)
+    output.lines.append(report.read_text())
+    return result
+
+
+def _converge(lab_spec, lab_state, output, check):
+    result, report = converge(lab_spec, check=check, phases=PHASES, state=lab_state, progress=output)
+    output.lines.append(report.read_text())
+    return result
+
+
+def etcdctl(lab, node, *args, cert=True, check=True):
+    argv = ETCDCTL + (CLIENT_CERT if cert else []) + list(args)
+    return lab.lab.exec(node, argv, check=check)
+
+
+def wait_healthy(lab_spec, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        health = etcd_health(lab_spec)
+        if len(health) == 3 and all(h.get("health") in (True, "true") for h in health):
+            return health
+        if time.monotonic() > deadline:
+            raise AssertionError(f"etcd not healthy: {health}")
+        time.sleep(1)
+
+
+def test_first_apply_converges_every_host(applied):
+    assert applied.succeeded, {h: r.errors for h, r in applied.hosts.items()}
+    assert set(applied.hosts) == {"etcd-1", "etcd-2", "etcd-3", "cp-1", "worker-1", "worker-2"}
+    assert all(r.changed > 0 for r in applied.hosts.values())
+
+
+def test_etcd_cluster_healthy_over_mutual_tls(applied, lab_spec):
+    health = wait_healthy(lab_spec)
+    assert sorted(h["endpoint"] for h in health) == [f"https://10.231.0.1{i}:2379" for i in (1, 2, 3)]
+
+
+def test_etcd_refuses_client_without_certificate(applied, lab):
+    refused = etcdctl(lab, "etcd-1", "endpoint", "health", cert=False, check=False)
+    assert refused.returncode != 0
+    ok = etcdctl(lab, "etcd-1", "endpoint", "health", check=False)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_no_peer_connection_failures_in_journal(applied, lab, lab_spec):
+    wait_healthy(lab_spec)
+    since = lab.lab.exec("etcd-1", ["date", "+%Y-%m-%d %H:%M:%S"]).stdout.decode().strip()
+    time.sleep(4)  # heartbeats flow both ways many times over
+    for member in ("etcd-1", "etcd-2", "etcd-3"):
+        journal = lab.lab.exec(member, ["journalctl", "-u", "etcd", "--since", since, "--no-pager", "-o", "cat"])
+        text = journal.stdout.decode()
+        assert not [p for p in PEER_FAILURES if p in text], f"{member}: {text[-2000:]}"
+
+
+def test_port_scans_match_the_matrix(applied, lab, lab_spec):
+    worker = lab_spec.spec.node("worker-1")
+    from_worker = scan(lab_spec, "10.231.0.31", via_node=worker)
+    from_outside = scan(lab_spec, lab.lab.outsider_address, runner=lambda argv: _completed(lab.lab.exec_outside(argv, check=False)))
+    from_admin = scan(lab_spec, lab.lab.controller_address)
+    for probes in (from_worker, from_outside, from_admin):
+        wrong = [p for p in probes if not p.as_expected]
+        assert not wrong, wrong
+    etcd_from_worker = [p for p in from_worker if p.node.startswith("etcd") and p.port in (2379, 2380)]
+    assert etcd_from_worker and all(p.state == "filtered" for p in etcd_from_worker)
+    assert all(p.state == "filtered" for p in from_outside)
+    assert {p.node for p in from_admin if p.port == 22 and p.passes} == {n.name for n in lab_spec.spec.nodes}
+
+
+def _completed(proc):
+    return subprocess.CompletedProcess(proc.args, proc.returncode, _text(proc.stdout), _text(proc.stderr))
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def test_ssh_refuses_password_authentication(applied, lab, lab_spec):
+    node = lab_spec.spec.node("cp-1")
+    transport = paramiko.Transport((str(node.address), 22))
+    try:
+        transport.start_client(timeout=10)
+        assert transport.get_remote_server_key().get_base64() == lab_spec.host_keys["cp-1"].split()[1]
+        with pytest.raises(paramiko.BadAuthenticationType) as refused:
+            transport.auth_password(lab.lab.admin_user, "hcadmin-lab")
+        assert refused.value.allowed_types == ["publickey"]
+    finally:
+        transport.close()
+
+
+def test_second_apply_changes_nothing(applied, lab_spec, lab_state, output):
+    again = _converge(lab_spec, lab_state, output, check=False)
+    assert again.succeeded
+    assert {h: r.changed for h, r in again.hosts.items()} == {h: 0 for h in again.hosts}
+
+
+TAMPERS = {
+    "etcd-config": ("etcd-2", "echo '# tampered' >> /etc/etcd/etcd.conf.yml", "/etc/etcd/etcd.conf.yml"),
+    "key-mode": ("etcd-1", "chmod 0644 /etc/etcd/pki/server.key", "server.key"),
+    "nft-flush": ("worker-1", "nft flush ruleset", "nftables"),
+    "etcd-stopped": ("etcd-3", "systemctl stop etcd", "etcd"),
+    "net-sysctl": ("cp-1", "sysctl -qw net.ipv4.conf.all.log_martians=0", "net.ipv4.conf.all.log_martians"),
+    "sshd-dropin": ("worker-2", "echo '# tampered' >> /etc/ssh/sshd_config.d/10-hardened-cluster.conf",
+                    "/etc/ssh/sshd_config.d/10-hardened-cluster.conf"),
+}
+
+
+@pytest.mark.parametrize("scenario", list(TAMPERS))
+def test_drift_reports_tampering_and_apply_fixes_it(scenario, applied, lab, lab_spec, lab_state, output):
+    host, command, evidence = TAMPERS[scenario]
+    lab.lab.exec(host, ["sh", "-c", command])
+    drift = _converge(lab_spec, lab_state, output, check=True)
+    assert drift.succeeded
+    drifted = {h for h, r in drift.hosts.items() if r.changed}
+    assert drifted == {host}, {h: [c.describe() for c in r.changes] for h, r in drift.hosts.items()}
+    described = " ".join(c.describe() for c in drift.hosts[host].changes) + " " + " ".join(
+        str(c) for c in drift.hosts[host].changes)
+    assert evidence in described, described
+    fixed = _converge(lab_spec, lab_state, output, check=False)
+    assert fixed.succeeded and fixed.hosts[host].changed > 0
+    clean = _converge(lab_spec, lab_state, output, check=True)
+    assert not any(r.changed for r in clean.hosts.values()), {h: r.changes for h, r in clean.hosts.items()}
+    if scenario.startswith("etcd"):
+        wait_healthy(lab_spec)
+
+
+def test_killing_a_member_during_apply_keeps_quorum(applied, lab, lab_spec, lab_state, output):
+    lab.lab.exec("etcd-2", ["sh", "-c", "echo '# force a rolling restart' >> /etc/etcd/etcd.conf.yml"])
+    killed = threading.Event()
+
+    def progress(line):
+        output(line)
+        if not killed.is_set() and line.startswith("TASK etcd :"):
+            killed.set()
+            lab.lab.exec("etcd-3", ["systemctl", "kill", "--signal=KILL", "etcd"], check=False)
+
+    result_box = {}
+    worker = threading.Thread(target=lambda: result_box.setdefault(
+        "r", converge(lab_spec, check=False, phases=PHASES, state=lab_state, progress=progress)))
+    worker.start()
+    assert killed.wait(120), "apply never reached the etcd role"
+    for i in range(5):  # the two remaining members keep serving writes
+        put = etcdctl(lab, "etcd-1", "put", f"quorum-{i}", "ok", check=False)
+        assert put.returncode == 0, put.stderr
+        time.sleep(0.5)
+    worker.join(300)
+    assert not worker.is_alive()
+    rerun = _converge(lab_spec, lab_state, output, check=False)
+    assert rerun.succeeded
+    wait_healthy(lab_spec)
+    assert etcdctl(lab, "etcd-3", "get", "quorum-4", "--print-value-only").stdout.decode().strip() == "ok"
+
+
+def test_timer_snapshot_restores_into_new_data_dir(applied, lab, lab_spec):
+    assert lab.lab.exec("etcd-1", ["systemctl", "is-enabled", "etcd-snapshot.timer"]).stdout.decode().strip() == "enabled"
+    etcdctl(lab, "etcd-1", "put", "hc-snapshot-test", "written-before")
+    lab.lab.exec("etcd-1", ["systemctl", "start", "etcd-snapshot.service"])
+    listing = lab.lab.exec("etcd-1", ["sh", "-c", "ls -1t /var/backups/etcd/etcd-*.db.enc | head -1"])
+    snapshot = listing.stdout.decode().strip()
+    mode = lab.lab.exec("etcd-1", ["stat", "-c", "%a", snapshot]).stdout.decode().strip()
+    assert mode == "600"
+    restore = f"""set -e
+rm -rf /tmp/restore && mkdir -p /tmp/restore && cd /tmp/restore
+cd /var/backups/etcd && sha256sum -c {snapshot.rsplit('/', 1)[1]}.sha256 >/dev/null && cd /tmp/restore
+openssl enc -d -aes-256-cbc -pbkdf2 -iter 200000 -pass file:/etc/etcd/snapshot.key -in {snapshot} -out snap.db
+ETCDCTL_API=3 etcdctl snapshot restore snap.db --name restored --data-dir /tmp/restore/data \
+  --initial-cluster restored=http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800 >/dev/null
+etcd --name restored --data-dir /tmp/restore/data --listen-client-urls http://127.0.0.1:23790 \
+  --advertise-client-urls http://127.0.0.1:23790 --listen-peer-urls http://127.0.0.1:23800 \
+  --initial-advertise-peer-urls http://127.0.0.1:23800 --initial-cluster restored=http://127.0.0.1:23800 \
+  >/tmp/restore/etcd.log 2>&1 &
+pid=$!
+for i in $(seq 50); do
+  value=$(ETCDCTL_API=3 etcdctl --endpoints http://127.0.0.1:23790 get hc-snapshot-test --print-value-only 2>/dev/null) && break
+  sleep 0.2
+done
+kill $pid; wait $pid 2>/dev/null || true
+rm -rf /tmp/restore
+echo "$value"
+"""
+    value = lab.lab.exec("etcd-1", ["sh", "-c", restore]).stdout.decode().strip()
+    assert value == "written-before"
+
+
+def test_changed_host_key_stops_apply_before_any_change(applied, lab, lab_spec, lab_state, tmp_path):
+    lab.lab.exec("worker-2", ["sh", "-c", "echo '# left alone' >> /etc/ssh/sshd_config.d/10-hardened-cluster.conf"])
+    shutil.copy(lab_spec.path, tmp_path / "cluster.yaml")
+    fake = _fresh_key(tmp_path)
+    lines = (lab_spec.path.parent / "known_hosts").read_text().splitlines()
+    (tmp_path / "known_hosts").write_text("\n".join(
+        f"10.231.0.11 {fake}" if line.startswith("10.231.0.11 ") else line for line in lines) + "\n")
+    changed_spec = load_spec(tmp_path / "cluster.yaml")
+    with pytest.raises(DeliveryError, match="etcd-1.*does not match the pinned"):
+        converge(changed_spec, check=False, phases=PHASES, state=lab_state)
+    still = lab.lab.exec("worker-2", ["tail", "-1", "/etc/ssh/sshd_config.d/10-hardened-cluster.conf"])
+    assert still.stdout.decode().strip() == "# left alone"
+    assert converge(lab_spec, check=False, phases=PHASES, state=lab_state)[0].succeeded
+
+
+def _fresh_key(tmp_path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
+    return " ".join((tmp_path / "k.pub").read_text().split()[:2])
+
+
+def test_cli_drift_is_clean_and_nothing_secret_was_printed(applied, lab_spec, lab_state, output):
+    env = {"HC_STATE_DIR": str(lab_state.parent), "PATH": f"{sys.prefix}/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    cli = subprocess.run([sys.executable, "-m", "hardened_cluster.cli", "drift", "--spec", str(lab_spec.path),
+                          "--phases", ",".join(PHASES)], capture_output=True, text=True, env=env, timeout=600)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "would_change=0" in cli.stdout
+    secrets = resolve_secrets(lab_spec, lab_state)
+    texts = output.lines + [cli.stdout, cli.stderr]
+    texts += [p.read_text(errors="replace") for p in (lab_state / "reports").glob("*.json")]
+    texts += [p.read_text(errors="replace") for p in (lab_state / "runner").rglob("*") if p.is_file()]
+    corpus = "\n".join(texts)
+    assert "PRIVATE KEY" not in corpus
+    leaked = [v[:8] + "..." for v in secrets.values() if v.strip() and v.strip() in corpus]
+    assert not leaked, leaked
+    assert json.loads((sorted((lab_state / "reports").glob("drift-*.json"))[-1]).read_text())["mode"] == "drift"
