@@ -182,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, as other Unix tools do.
+        sys.stderr.close()
+        return EXIT_OK
 
 
 if __name__ == "__main__":
