@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from hardened_cluster.artifacts import ArtifactError
 from hardened_cluster.errors import DeliveryError, SpecError
 from hardened_cluster.spec import LoadedSpec, load_spec
 
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_INVALID
-    except DeliveryError as exc:
+    except (DeliveryError, ArtifactError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FINDINGS
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from hardened_cluster.artifacts import fetch_for
 from hardened_cluster.deliver import NEEDS_KUBERNETES_BINARIES, PHASES, RunResult, run
 from hardened_cluster.plan import Plan, render_plan
 from hardened_cluster.preflight import preflight
@@ -51,6 +52,7 @@ def converge(
     state = state or state_dir(loaded.spec.cluster.name)
     selected, skipped = select_phases(loaded.spec, phases)
     plan = plan_for(loaded, state, hosts)
+    fetch_for(plan, selected)
     result = run(plan, state, phases=selected, check=check, hosts=hosts, progress=progress)
     result.skipped_phases = skipped
     report = state / "reports" / f"{result.mode}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"

@@ -225,7 +225,10 @@ FILES: list[FileRule] = [
              source=_snapshot_key, secret=True),
     # container runtime
     FileRule("/etc/containerd/config.toml", "container_runtime", "0600", _kube),
-    FileRule("/etc/containerd/runsc.toml", "container_runtime", "0644", lambda c, n: "gvisor" in c.runtimes_on(n)),
+    FileRule("/etc/containerd/runsc.toml", "container_runtime", "0644",
+             lambda c, n: "gvisor" in c.runtimes_on(n) and c.spec.runtimes.artifacts == "release"),
+    FileRule("/usr/local/sbin/runsc-containerd", "container_runtime", "0755",
+             lambda c, n: "gvisor" in c.runtimes_on(n) and c.spec.runtimes.artifacts == "distro"),
     FileRule("/etc/crictl.yaml", "container_runtime", "0644", _kube),
     # kubelet on every Kubernetes node (CIS 4.1.1: service files 0600)
     FileRule("/etc/systemd/system/kubelet.service", "kubernetes_node", "0600", _kube),

@@ -685,6 +685,12 @@ def _other_issues(spec: Spec, base_dir: Path) -> list[SpecIssue]:
     snap = spec.etcd.snapshot
     if snap.encryption_key is not None:
         issues += _secret_ref_issues(snap.encryption_key, "etcd.snapshot.encryption_key", base_dir)
+    gvisor = spec.runtimes.gvisor
+    if gvisor.enabled and spec.runtimes.artifacts == "distro" and gvisor.platform == "systrap":
+        issues.append(SpecIssue(
+            "runtimes.gvisor.platform",
+            "systrap needs gVisor from release artifacts; Debian's runsc (2022) has ptrace and kvm",
+        ))
     if spec.etcd.election_timeout_ms < 5 * spec.etcd.heartbeat_interval_ms:
         issues.append(SpecIssue(
             "etcd.election_timeout_ms",

@@ -46,6 +46,7 @@ def everything_on(data: dict) -> dict:
     data["audit"]["webhook"] = {"kubeconfig": "/etc/kubernetes/audit/webhook.kubeconfig", "mode": "blocking"}
     data["audit"]["level"] = "RequestResponse"
     data["runtimes"]["artifacts"] = "distro"
+    data["runtimes"]["gvisor"]["platform"] = "ptrace"
     data["runtimes"]["kata"]["nodes"] = ["worker-2", "worker-3"]
     data["firewall"]["nodeport_range"] = {"enabled": True, "sources": ["172.25.0.0/24"]}
     data["nodes"][6]["labels"] = {"topology.kubernetes.io/zone": "eu1-a", "example.com/tier": "batch"}
@@ -313,7 +314,9 @@ def test_containerd_gets_exactly_the_handlers_of_its_node(variant):
                 assert runtimes["runsc"]["options"]["ConfigPath"] == "/etc/containerd/runsc.toml"
             else:
                 assert runtimes["runsc"]["runtime_type"] == "io.containerd.runc.v2"
-                assert runtimes["runsc"]["options"]["BinaryName"] == "/usr/bin/runsc"
+                assert runtimes["runsc"]["options"]["BinaryName"] == "/usr/local/sbin/runsc-containerd"
+                wrapper = plan.hosts[node.name].files["/usr/local/sbin/runsc-containerd"].content
+                assert "exec /usr/bin/runsc --platform=ptrace --network=none" in wrapper
         if "kata" in runtimes:
             assert runtimes["kata"]["runtime_type"] == "io.containerd.kata.v2"
 
