@@ -1,0 +1,352 @@
+"""Release artifacts (kubeadm, kubelet, kubectl, crictl, CNI plugins, gVisor, Kata), checksum-verified.
+
+`artifacts/manifest.yaml` pins every artifact's version and digest per Kubernetes minor and
+architecture. `fetch` puts one artifact into the controller's cache from a `Source` (upstream
+release URLs, an HTTP mirror or a local directory) and refuses it unless the digest matches, so the
+roles only ever copy verified files to the hosts.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from hardened_cluster.plan import REPO_ROOT, HostPlan, Plan
+from hardened_cluster.spec import Spec
+
+MANIFEST = REPO_ROOT / "artifacts" / "manifest.yaml"
+ARCHES = ("amd64", "arm64")
+# The kernel's name for each architecture: gVisor's release paths use it.
+MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
+DIGEST_ALGORITHMS = ("sha256", "sha512")
+KUBERNETES_BINARIES = ("kubeadm", "kubelet", "kubectl")
+# What each phase installs from the manifest, beyond the Kubernetes binaries.
+RUNTIME_TOOLS = ("crictl", "cni-plugins")
+GVISOR = ("runsc", "containerd-shim-runsc-v1")
+KATA = ("kata",)
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"
+DOWNLOAD_TIMEOUT = 60.0
+CHUNK = 1 << 20
+
+
+class ArtifactError(Exception):
+    """An artifact is not pinned, cannot be found, or does not match its pinned digest. Stops the run."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One pinned file: what it is, where upstream keeps it, and the digest it must have."""
+
+    name: str
+    version: str
+    arch: str
+    digest: str  # "<algorithm>:<hex>"
+    url: str
+    checksum_url: str | None
+    file: str
+    format: Literal["binary", "tar.gz", "tar.xz"]
+
+    @property
+    def relpath(self) -> str:
+        """Where a mirror or a local directory keeps the file."""
+        return f"{self.name}/{self.version}/{self.arch}/{self.file}"
+
+    def describe(self) -> str:
+        return f"{self.name} {self.version} ({self.arch})"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where artifacts come from: upstream release URLs, an HTTP mirror, a local directory, or Debian."""
+
+    kind: Literal["release", "mirror", "directory", "distro"] = "release"
+    location: str | None = None  # mirror base URL or directory path
+
+    def __post_init__(self) -> None:
+        if self.kind in ("mirror", "directory") and not self.location:
+            raise ValueError(f"a {self.kind} artifact source needs a location")
+
+    def describe(self) -> str:
+        return f"'{self.kind}'" + (f" ({self.location})" if self.location else "")
+
+
+def source_for(spec: Spec) -> Source:
+    """The spec's artifact source (`runtimes.artifacts`)."""
+    return Source(spec.runtimes.artifacts)
+
+
+def _load(manifest: Path) -> dict:
+    try:
+        data = yaml.safe_load(manifest.read_text())
+    except OSError as exc:
+        raise ArtifactError(f"cannot read artifact manifest {manifest}: {exc.strerror}") from None
+    if not isinstance(data, dict) or data.get("schema") != 1:
+        raise ArtifactError(f"{manifest}: not an artifact manifest (schema: 1 expected)")
+    return data
+
+
+def entry(name: str, minor: int, arch: str, manifest: Path = MANIFEST) -> Entry:
+    """The pinned entry for `name` on Kubernetes 1.<minor> and `arch`; raises when it is not pinned."""
+    data = _load(manifest)
+    where = f"{manifest.name}: kubernetes.\"1.{minor}\".{name}"
+    if arch not in ARCHES:
+        raise ArtifactError(f"architecture '{arch}' is not supported; allowed: {', '.join(ARCHES)}")
+    meta = data.get("artifacts", {}).get(name)
+    pin = data.get("kubernetes", {}).get(f"1.{minor}", {}).get(name)
+    if meta is None or pin is None:
+        raise ArtifactError(f"{where}: no such entry in {manifest}")
+    version = pin.get("version")
+    digest = (pin.get("digests") or {}).get(arch)
+    if not version or not digest:
+        raise ArtifactError(
+            f"{where} ({arch}) is not pinned yet (version and digest are null); pin it with "
+            f"`hardened-cluster artifacts pin --kubernetes 1.{minor}.<patch>` or pick a pinned Kubernetes minor"
+        )
+    algorithm, _, hexdigest = str(digest).partition(":")
+    if algorithm not in DIGEST_ALGORITHMS or len(hexdigest) != hashlib.new(algorithm).digest_size * 2:
+        raise ArtifactError(f"{where} ({arch}): digest '{digest}' is not <sha256|sha512>:<hex>")
+    return _make(name, meta, str(version), arch, f"{algorithm}:{hexdigest.lower()}")
+
+
+def _make(name: str, meta: dict, version: str, arch: str, digest: str) -> Entry:
+    values = {"version": version, "arch": arch, "machine": MACHINE[arch]}
+    return Entry(
+        name=name,
+        version=version,
+        arch=arch,
+        digest=digest,
+        url=meta["url"].format(**values),
+        checksum_url=meta["checksum_url"].format(**values) if meta.get("checksum_url") else None,
+        file=meta["file"].format(**values),
+        format=meta["format"],
+    )
+
+
+# Where each artifact lands on a host: a binary's path, or the directory an archive is unpacked in.
+INSTALL = {
+    "kubeadm": "/usr/local/bin/kubeadm",
+    "kubelet": "/usr/local/bin/kubelet",
+    "kubectl": "/usr/local/bin/kubectl",
+    "crictl": "/usr/local/bin",
+    "cni-plugins": "/opt/cni/bin",
+    "runsc": "/usr/local/bin/runsc",
+    "containerd-shim-runsc-v1": "/usr/local/bin/containerd-shim-runsc-v1",
+    "kata": "/",  # the static tarball holds ./opt/kata/...
+}
+
+
+def handlers(host: HostPlan) -> list[str]:
+    """The runtime handlers the planned containerd config of `host` names (none off Kubernetes nodes)."""
+    planned = host.files.get(CONTAINERD_CONFIG)
+    if planned is None:
+        return []
+    cri = tomllib.loads(planned.content)["plugins"]["io.containerd.grpc.v1.cri"]
+    return list(cri["containerd"]["runtimes"])
+
+
+def names_for(phases: Iterable[str], runtime_handlers: Iterable[str]) -> list[str]:
+    """The artifacts the given phases install on a node whose containerd has these handlers."""
+    phases, runtime_handlers = set(phases), set(runtime_handlers)
+    names: list[str] = []
+    if "runtime" in phases and runtime_handlers:
+        names += RUNTIME_TOOLS
+        names += GVISOR if "runsc" in runtime_handlers else ()
+        names += KATA if "kata" in runtime_handlers else ()
+    if "kubernetes" in phases and runtime_handlers:
+        names += KUBERNETES_BINARIES
+    return names
+
+
+def entries_for(spec: Spec, names: Iterable[str], arch: str = "amd64", manifest: Path = MANIFEST) -> list[Entry]:
+    """Pinned entries for `names`; the Kubernetes binaries must match the spec's version exactly."""
+    out = []
+    for name in names:
+        e = entry(name, spec.cluster.minor, arch, manifest)
+        if name in KUBERNETES_BINARIES and e.version != spec.cluster.kubernetes_version:
+            raise ArtifactError(
+                f"{manifest.name} pins {name} {e.version} for Kubernetes 1.{spec.cluster.minor}, but "
+                f"cluster.kubernetes_version is {spec.cluster.kubernetes_version}: use {e.version}, or pin "
+                f"{spec.cluster.kubernetes_version} with `hardened-cluster artifacts pin --kubernetes "
+                f"{spec.cluster.kubernetes_version}`"
+            )
+        out.append(e)
+    return out
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("HC_ARTIFACT_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "hardened-cluster" / "artifacts"
+
+
+def cache_path(e: Entry, cache_dir: Path | None = None) -> Path:
+    """Where `fetch` keeps a verified copy of `e` (the roles' `src`)."""
+    return (cache_dir or default_cache_dir()) / e.relpath
+
+
+def _hasher(e: Entry):
+    return hashlib.new(e.digest.partition(":")[0])
+
+
+def _digest_of(path: Path, e: Entry) -> str:
+    h = _hasher(e)
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            h.update(chunk)
+    return f"{h.name}:{h.hexdigest()}"
+
+
+def _origin(e: Entry, source: Source) -> str:
+    if source.kind == "release":
+        return e.url
+    if source.kind == "mirror":
+        return f"{source.location.rstrip('/')}/{e.relpath}"
+    return str(Path(source.location).expanduser() / e.relpath)
+
+
+def _open(e: Entry, source: Source, origin: str):
+    """A readable stream of the artifact, or ArtifactError naming what is missing and where."""
+    missing = f"{e.describe()} not found in artifact source {source.describe()} (looked at: {origin})"
+    if source.kind == "directory":
+        try:
+            return open(origin, "rb")  # noqa: SIM115 - closed by the caller's `with`
+        except FileNotFoundError:
+            raise ArtifactError(missing) from None
+        except OSError as exc:
+            raise ArtifactError(f"{e.describe()}: cannot read {origin}: {exc.strerror}") from None
+    try:
+        return urllib.request.urlopen(origin, timeout=DOWNLOAD_TIMEOUT)  # noqa: S310 - https/http only, see Source
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise ArtifactError(missing) from None
+        raise ArtifactError(f"{e.describe()}: {origin} answered HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise ArtifactError(f"{e.describe()}: cannot download {origin}: {reason}") from None
+
+
+def fetch(e: Entry, source: Source, cache_dir: Path | None = None) -> Path:
+    """The verified cached copy of `e`, fetched from `source` when the cache has no good copy.
+
+    The file is written beside its final name and only renamed into place once its digest matches,
+    so the cache never holds an unverified file. A mismatch raises ArtifactError naming both
+    digests and where the file came from.
+    """
+    if source.kind == "distro":
+        raise ArtifactError(
+            f"{e.describe()} not found in artifact source 'distro' (looked in: Debian packages): "
+            "Debian does not package it; set runtimes.artifacts: release"
+        )
+    target = cache_path(e, cache_dir)
+    if target.is_file() and _digest_of(target, e) == e.digest:
+        return target
+    origin = _origin(e, source)
+    if source.kind in ("release", "mirror") and not origin.startswith(("https://", "http://")):
+        raise ArtifactError(f"{e.describe()}: {origin} is not an http(s) URL")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    h = _hasher(e)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{e.file}.", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, _open(e, source, origin) as stream:
+            for chunk in iter(lambda: stream.read(CHUNK), b""):
+                h.update(chunk)
+                out.write(chunk)
+        got = f"{h.name}:{h.hexdigest()}"
+        if got != e.digest:
+            raise ArtifactError(
+                f"{e.describe()} from {origin} has digest {got}, but the manifest pins {e.digest}: "
+                "refusing it (a changed or corrupted download, or a wrong pin); nothing was installed"
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def fetch_for(plan: Plan, phases: Iterable[str], arch: str = "amd64", cache_dir: Path | None = None) -> None:
+    """Fill the cache with every artifact the phases install on the plan's hosts, verified.
+
+    Runs before Ansible: an unpinned, missing or mismatching artifact stops the run with nothing
+    changed on any host. Nothing is fetched from a distro source (the roles use Debian's packages).
+    """
+    source = source_for(plan.spec)
+    if source.kind == "distro":
+        return
+    names = {name for host in plan.hosts.values() for name in names_for(phases, handlers(host))}
+    for e in entries_for(plan.spec, sorted(names), arch):
+        fetch(e, source, cache_dir)
+
+
+def _install_list(spec: Spec, names: Iterable[str], arch: str, cache_dir: Path | None) -> list[dict]:
+    out = []
+    for name in names:
+        try:
+            [e] = entries_for(spec, [name], arch)
+        except ArtifactError as exc:
+            # Reported by the role that needs it, so phases that do not need it still run.
+            out.append({"name": name, "unavailable": str(exc)})
+            continue
+        out.append({"name": name, "version": e.version, "src": str(cache_path(e, cache_dir)),
+                    "dest": INSTALL[name], "format": e.format})
+    return out
+
+
+def host_vars(spec: Spec, host: HostPlan, arch: str = "amd64", cache_dir: Path | None = None) -> dict:
+    """Role variables for a Kubernetes node: where its release artifacts are and where they go."""
+    runtime_handlers = handlers(host)
+    if not runtime_handlers:
+        return {}
+    source = source_for(spec).kind
+    release = source != "distro"
+    runtime_names = names_for(["runtime"], runtime_handlers)
+    return {
+        "container_runtime_artifact_source": source,
+        "container_runtime_handlers": runtime_handlers,
+        "container_runtime_release_files": _install_list(spec, runtime_names, arch, cache_dir) if release else [],
+        "kubernetes_node_artifact_source": source,
+        "kubernetes_node_binaries": _install_list(spec, KUBERNETES_BINARIES, arch, cache_dir) if release else [],
+        # Debian-style packages (pkgs.k8s.io) put the binaries in /usr/bin.
+        "kubernetes_node_bin_dir": "/usr/local/bin" if release else "/usr/bin",
+    }
+
+
+def _upstream_digest(e: Entry) -> str:
+    """The digest upstream publishes next to the artifact."""
+    algorithm = "sha512" if e.checksum_url.endswith(".sha512") else "sha256"
+    try:
+        with urllib.request.urlopen(e.checksum_url, timeout=DOWNLOAD_TIMEOUT) as answer:  # noqa: S310
+            words = answer.read(4096).decode().split()
+    except (urllib.error.URLError, OSError) as exc:
+        raise ArtifactError(f"{e.name}: cannot read {e.checksum_url}: {getattr(exc, 'reason', exc)}") from None
+    if not words or len(words[0]) != hashlib.new(algorithm).digest_size * 2:
+        raise ArtifactError(f"{e.name}: {e.checksum_url} holds no {algorithm} digest")
+    return f"{algorithm}:{words[0].lower()}"
+
+
+def pin(kubernetes_version: str, arches: Iterable[str] = ARCHES, manifest: Path = MANIFEST) -> str:
+    """`hardened-cluster artifacts pin`: the manifest block for one Kubernetes version, from upstream's
+    published checksum files (kubeadm, kubelet, kubectl at that version; crictl at <minor>.0).
+
+    Returns YAML for the operator to review and paste under `kubernetes:`; the shared artifacts
+    (CNI plugins, gVisor, Kata) keep their pins.
+    """
+    meta = _load(manifest)["artifacts"]
+    minor = ".".join(kubernetes_version.lstrip("v").split(".")[:2])
+    versions = {name: kubernetes_version.lstrip("v") for name in KUBERNETES_BINARIES} | {"crictl": f"{minor}.0"}
+    block = {}
+    for name, version in versions.items():
+        digests = {arch: _upstream_digest(_make(name, meta[name], version, arch, "")) for arch in arches}
+        block[name] = {"version": version, "digests": digests}
+    return yaml.safe_dump({minor: block}, sort_keys=False)
