@@ -27,7 +27,6 @@ APPLETS = ("sh", "cat", "dmesg", "uname")
 CRI = "io.containerd.grpc.v1.cri"
 # Debian 12's runsc (20221219) takes every network namespace for the host's on kernels that give
 # each namespace its own net.core.rmem_default, and refuses to start with its network stack on.
-OLD_RUNSC_NETWORK = "cannot run with network enabled in root network namespace"
 
 
 def _blob(data: bytes) -> str:
@@ -152,20 +151,6 @@ def test_gvisor_handler_runs_under_gvisor(lab, image):
     runtime = runtimes(containerd_config(lab, "worker-1"))[gvisor_handler()]
     script = "uname -r; dmesg"
     result = run_container(lab, "worker-1", runtime, script, "gvisor-probe")
-    if result.returncode != 0 and OLD_RUNSC_NETWORK in result.stderr.decode():
-        # Show that gVisor itself runs here with the same binary once its network stack is off,
-        # then report the handler as it is rendered as not working yet.
-        binary = runtime["options"]["BinaryName"]
-        wrapper = "/run/hc-runsc-network-none"
-        lab.lab.exec("worker-1", ["sh", "-c", f"printf '#!/bin/sh\\nexec {binary} --network=none \"$@\"\\n' > {wrapper}"
-                                              f" && chmod 0755 {wrapper}"])
-        off = run_container(lab, "worker-1", {**runtime, "options": {"BinaryName": wrapper}}, script, "gvisor-probe-nonet")
-        lab.lab.exec("worker-1", ["rm", "-f", wrapper], check=False)
-        assert off.returncode == 0, off.stderr.decode()
-        kernel, log = off.stdout.decode().split("\n", 1)
-        assert "Starting gVisor" in log and kernel != host
-        pytest.xfail(f"handler {gvisor_handler()} (BinaryName {binary}) cannot start a container: "
-                     f"{OLD_RUNSC_NETWORK}; the same runsc with --network=none runs under gVisor (kernel {kernel})")
     assert result.returncode == 0, result.stderr.decode()
     kernel, log = result.stdout.decode().split("\n", 1)
     assert "Starting gVisor" in log
