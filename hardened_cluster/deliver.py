@@ -267,7 +267,7 @@ class _Events:
         role = data.get("role", "") or "-"
         if kind == "runner_item_on_ok" and res.get("changed"):
             item = res.get("item")
-            dest = item.get("dest") if isinstance(item, dict) else None
+            dest = (item.get("dest") or item.get("path")) if isinstance(item, dict) else None
             name = dest or (item if isinstance(item, str) else "item")
             result.changes.append(Change(task, role, name, CIS_BY_PATH.get(dest or "")))
         elif kind == "runner_on_ok":
