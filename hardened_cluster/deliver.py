@@ -195,7 +195,6 @@ def write_inventory(plan: Plan, state: Path) -> Path:
             "vars": {
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "ansible_ssh_private_key_file": str(spec.ssh.private_key_file.expanduser()),
-                "validate_controller_time": int(time.time()),
             },
             "hosts": {n.name: _host_vars(plan, n, plan_dir) for n in spec.nodes},
             "children": {g: {"hosts": {n.name: None for n in spec.nodes_with(r)}} for g, r in groups.items()},
