@@ -235,7 +235,7 @@ def test_changed_host_key_stops_apply_before_any_change(applied, lab, lab_spec, 
     fake = _fresh_key(tmp_path)
     lines = (lab_spec.path.parent / "known_hosts").read_text().splitlines()
     (tmp_path / "known_hosts").write_text("\n".join(
-        f"10.231.0.11 {fake}" if line.startswith("10.231.0.11 ") else line for line in lines) + "\n")
+        f"10.231.0.11 {fake}" if "10.231.0.11" in line.split()[0].split(",") else line for line in lines) + "\n")
     changed_spec = load_spec(tmp_path / "cluster.yaml")
     with pytest.raises(DeliveryError, match="etcd-1.*does not match the pinned"):
         converge(changed_spec, check=False, phases=PHASES, state=lab_state)
