@@ -102,7 +102,7 @@ def known_hosts_lines(loaded: LoadedSpec) -> list[str]:
 def _file_entries(plan: Plan, node: Node, role: str, plan_dir: Path) -> list[dict]:
     return [
         {"dest": f.path, "src": str(plan_dir / node.name / f.path.lstrip("/")), "mode": f.mode,
-         "owner": f.owner, "group": f.group, "secret": f.secret}
+         "owner": f.owner, "group": f.group, "secret": f.secret, "sha256": f.sha256}
         for f in sorted(plan.hosts[node.name].for_role(role), key=lambda f: f.path)
     ]
 

@@ -1,6 +1,6 @@
 """Read-only probe for the etcd role, printed as JSON.
 
-Input (argv[1], JSON): files, hashes, dirs, user, group, home, shell, units, data_dir.
+Input (argv[1], JSON): files (each with its planned sha256), dirs, user, group, home, shell, units, data_dir.
 Reports planned files and directories that differ (reasons only, never contents or hashes),
 the etcd account, the state of the units and whether the data directory holds a member.
 """
@@ -47,7 +47,7 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def check_files(files, hashes):
+def check_files(files):
     """{dest: [reasons]} for planned files whose content, mode, owner or group differ."""
     out = {}
     for want in files:
@@ -60,7 +60,7 @@ def check_files(files, hashes):
         if not stat.S_ISREG(st.st_mode):
             out[dest] = ["not a regular file"]
             continue
-        reasons = [] if _sha256(dest) == hashes[dest] else ["content"]
+        reasons = [] if _sha256(dest) == want["sha256"] else ["content"]
         reasons += _attributes(st, want)
         if reasons:
             out[dest] = reasons
@@ -122,7 +122,7 @@ def main():
     request = json.loads(sys.argv[1])
     result = {"errors": []}
     try:
-        result["files"] = check_files(request.get("files", []), request.get("hashes", {}))
+        result["files"] = check_files(request.get("files", []))
         result["dirs"] = check_dirs(request.get("dirs", []))
         result["account"] = account(request["user"], request["group"], request["home"], request["shell"])
         result["units"] = units(request.get("units", []))

@@ -1,6 +1,6 @@
 """Read-only probe for the firewall role, printed as JSON.
 
-Input (argv[1], JSON): files, hashes, dirs, package, table, config, state_file, service, ruleset
+Input (argv[1], JSON): files (each with its planned sha256), dirs, package, table, config, state_file, service, ruleset
 (the planned file text), ssh_port, controller_address.
 Reports planned files that differ, whether nftables is installed, whether the live table still is
 what was loaded from the file, the unit state, and whether the planned ruleset admits SSH.
@@ -50,7 +50,7 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def check_files(files, hashes):
+def check_files(files):
     """{dest: [reasons]} for planned files whose content, mode, owner or group differ."""
     out = {}
     for want in files:
@@ -63,7 +63,7 @@ def check_files(files, hashes):
         if not stat.S_ISREG(st.st_mode):
             out[dest] = ["not a regular file"]
             continue
-        reasons = [] if _sha256(dest) == hashes[dest] else ["content"]
+        reasons = [] if _sha256(dest) == want["sha256"] else ["content"]
         reasons += _attributes(st, want)
         if reasons:
             out[dest] = reasons
@@ -156,7 +156,7 @@ def main():
     request = json.loads(sys.argv[1])
     state = units([request["service"]]).get(request["service"], {})
     print(json.dumps({
-        "files": check_files(request.get("files", []), request.get("hashes", {})),
+        "files": check_files(request.get("files", [])),
         "dirs": check_dirs(request.get("dirs", [])),
         "installed": installed(request["package"]),
         "live": live_state(request["table"], request["config"], request["state_file"]),

@@ -1,6 +1,6 @@
 """Read-only probe for the os_hardening role: what differs from the wanted state, printed as JSON.
 
-Input (argv[1], JSON): files, hashes, dirs, sysctl (drop-in text), swap, paths, setuid, services.
+Input (argv[1], JSON): files (each with its planned sha256), dirs, sysctl (drop-in text), swap, paths, setuid, services.
 Nothing is changed here; the role fixes only what this reports.
 """
 import grp
@@ -46,7 +46,7 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def check_files(files, hashes):
+def check_files(files):
     """{dest: [reasons]} for planned files whose content, mode, owner or group differ."""
     out = {}
     for want in files:
@@ -59,7 +59,7 @@ def check_files(files, hashes):
         if not stat.S_ISREG(st.st_mode):
             out[dest] = ["not a regular file"]
             continue
-        reasons = [] if _sha256(dest) == hashes[dest] else ["content"]
+        reasons = [] if _sha256(dest) == want["sha256"] else ["content"]
         reasons += _attributes(st, want)
         if reasons:
             out[dest] = reasons
@@ -188,7 +188,7 @@ def services(names):
 def main():
     request = json.loads(sys.argv[1])
     result = {
-        "files": check_files(request.get("files", []), request.get("hashes", {})),
+        "files": check_files(request.get("files", [])),
         "dirs": check_dirs(request.get("dirs", [])),
         "sysctl_drift": [], "sysctl_readonly": [], "sysctl_missing": [],
         "swap_active": [], "swap_in_fstab": False,

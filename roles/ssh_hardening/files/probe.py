@@ -1,6 +1,6 @@
 """Read-only probe for the ssh_hardening role, printed as JSON.
 
-Input (argv[1], JSON): files, hashes, dirs, admin_user, main_config, dropin_dir.
+Input (argv[1], JSON): files (each with its planned sha256), dirs, admin_user, main_config, dropin_dir.
 Reports planned files that differ, whether the admin can still log in with a key, and whether
 the main sshd_config reads the drop-in directory before its own settings.
 """
@@ -47,7 +47,7 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def check_files(files, hashes):
+def check_files(files):
     """{dest: [reasons]} for planned files whose content, mode, owner or group differ."""
     out = {}
     for want in files:
@@ -60,7 +60,7 @@ def check_files(files, hashes):
         if not stat.S_ISREG(st.st_mode):
             out[dest] = ["not a regular file"]
             continue
-        reasons = [] if _sha256(dest) == hashes[dest] else ["content"]
+        reasons = [] if _sha256(dest) == want["sha256"] else ["content"]
         reasons += _attributes(st, want)
         if reasons:
             out[dest] = reasons
@@ -137,7 +137,7 @@ def include_state(main_config, dropin_dir):
 def main():
     request = json.loads(sys.argv[1])
     print(json.dumps({
-        "files": check_files(request.get("files", []), request.get("hashes", {})),
+        "files": check_files(request.get("files", [])),
         "dirs": check_dirs(request.get("dirs", [])),
         "admin": admin_keys(request["admin_user"]),
         "include": include_state(request["main_config"], request["dropin_dir"]),
