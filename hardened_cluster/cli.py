@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=help_)
         _spec_arg(p)
-        p.add_argument("--phases", type=lambda v: v.split(","), help="comma list of hosts,etcd,runtime,kubernetes")
+        p.add_argument("--phases", type=lambda v: v.split(","), help="comma list of hosts,etcd,runtime,kubernetes,objects")
         p.add_argument("--hosts", type=lambda v: v.split(","), help="comma list of node names")
         p.add_argument("--quiet", action="store_true", help="no per-task progress")
         p.set_defaults(func=func)

@@ -51,9 +51,13 @@ def converge(
     """Apply (check=False) or detect drift (check=True); returns the result and its JSON report."""
     state = state or state_dir(loaded.spec.cluster.name)
     selected, skipped = select_phases(loaded.spec, phases)
-    plan = plan_for(loaded, state, hosts)
-    fetch_for(plan, selected)
-    result = run(plan, state, phases=selected, check=check, hosts=hosts, progress=progress)
+    if selected:
+        plan = plan_for(loaded, state, hosts)
+        fetch_for(plan, selected)
+        result = run(plan, state, phases=selected, check=check, hosts=hosts, progress=progress)
+    else:
+        # Every asked-for phase was left out; an empty tag list would run the whole playbook.
+        result = RunResult("drift" if check else "apply", [], {}, "skipped", 0, 0.0, {})
     result.skipped_phases = skipped
     report = state / "reports" / f"{result.mode}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     write_private(report, result.to_json())

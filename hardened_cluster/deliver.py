@@ -27,9 +27,11 @@ PHASES: dict[str, list[str]] = {
     "hosts": ["validate", "os_hardening", "ssh_hardening", "firewall"],
     "etcd": ["etcd"],
     "runtime": ["container_runtime"],
-    "kubernetes": ["kubernetes_node", "control_plane", "worker", "cluster_objects"],
+    "kubernetes": ["kubernetes_node", "control_plane", "worker"],
+    # Its own phase: the Pulumi program manages these objects as typed resources instead.
+    "objects": ["cluster_objects"],
 }
-NEEDS_KUBERNETES_BINARIES = {"kubernetes"}
+NEEDS_KUBERNETES_BINARIES = {"kubernetes", "objects"}
 
 # What a drifted file or setting means in CIS Kubernetes Benchmark terms.
 CIS_BY_PATH = {
