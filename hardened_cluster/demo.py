@@ -27,6 +27,11 @@ def _scan_line(label: str, probes) -> tuple[str, bool]:
     return f"  scan from {label}: {len(probes)} ports probed, {passing} reachable, {verdict}", not wrong
 
 
+def _outside(lab: Lab, argv: list[str]) -> tuple[int, str, str]:
+    proc = lab.exec_outside(argv, check=False)
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
 def run(spec_path: Path, keep: bool = False) -> int:
     if os.geteuid() != 0:
         print("error: the demo runs the built-in lab, which needs root on Linux", file=sys.stderr)
@@ -58,8 +63,7 @@ def run(spec_path: Path, keep: bool = False) -> int:
         for label, probes in (
             (f"admin {lab.controller_address}", scan(loaded, lab.controller_address)),
             (f"worker {worker.name} {worker.address}", scan(loaded, str(worker.address), via_node=worker)),
-            (f"outsider {lab.outsider_address}", scan(loaded, lab.outsider_address,
-                                                        runner=lambda argv: lab.exec_outside(argv, check=False))),
+            (f"outsider {lab.outsider_address}", scan(loaded, lab.outsider_address, runner=lambda argv: _outside(lab, argv))),
         ):
             line, good = _scan_line(label, probes)
             ok &= good

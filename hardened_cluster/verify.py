@@ -72,19 +72,18 @@ def allowed(spec: Spec, node: Node, port: int, source: str) -> bool:
 def scan(loaded: LoadedSpec, source: str, *, via_node: Node | None = None, runner=None) -> list[Probe]:
     """Scan every node's interesting TCP ports from `source`.
 
-    The scanner runs on `via_node` over SSH, through `runner(argv)` (e.g. a lab netns), or on this
-    machine when neither is given.
+    The scanner runs on `via_node` over SSH, through `runner(argv) -> (rc, stdout, stderr)` (e.g. in a
+    lab netns), or on this machine when neither is given.
     """
     spec = loaded.spec
     targets = [(node, port) for node in spec.nodes if node is not via_node for port in _ports(spec, node)]
     payload = json.dumps([[str(n.address), p] for n, p in targets])
-    argv = ["python3", "-c", SCANNER, payload]
     if via_node is not None:
-        rc, out, err = ssh_run(loaded, via_node, shlex.join(argv), timeout=120)
+        rc, out, err = ssh_run(loaded, via_node, shlex.join(["python3", "-c", SCANNER, payload]), timeout=120)
+    elif runner is not None:
+        rc, out, err = runner(["python3", "-c", SCANNER, payload])
     else:
-        if argv[0] == "python3" and runner is None:
-            argv[0] = sys.executable
-        proc = (runner or (lambda a: subprocess.run(a, capture_output=True, text=True, timeout=120)))(argv)
+        proc = subprocess.run([sys.executable, "-c", SCANNER, payload], capture_output=True, text=True, timeout=120)
         rc, out, err = proc.returncode, proc.stdout, proc.stderr
     if rc != 0:
         raise RuntimeError(f"port scan from {source} failed: {err.strip()[:300]}")

@@ -6,7 +6,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "bootstrap: run as root (the lab needs namespaces, mounts and cgroups)" >&2
   exit 1
 fi
-packages=(debootstrap nftables iproute2 openssh-client zstd util-linux mount procps python3 python3-venv ca-certificates)
+packages=(debootstrap nftables iproute2 openssh-client openssl zstd util-linux mount procps python3 python3-venv ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -103,7 +103,7 @@ def test_no_peer_connection_failures_in_journal(applied, lab, lab_spec):
 def test_port_scans_match_the_matrix(applied, lab, lab_spec):
     worker = lab_spec.spec.node("worker-1")
     from_worker = scan(lab_spec, "10.231.0.31", via_node=worker)
-    from_outside = scan(lab_spec, lab.lab.outsider_address, runner=lambda argv: _completed(lab.lab.exec_outside(argv, check=False)))
+    from_outside = scan(lab_spec, lab.lab.outsider_address, runner=lambda argv: _outside(lab, argv))
     from_admin = scan(lab_spec, lab.lab.controller_address)
     for probes in (from_worker, from_outside, from_admin):
         wrong = [p for p in probes if not p.as_expected]
@@ -114,12 +114,9 @@ def test_port_scans_match_the_matrix(applied, lab, lab_spec):
     assert {p.node for p in from_admin if p.port == 22 and p.passes} == {n.name for n in lab_spec.spec.nodes}
 
 
-def _completed(proc):
-    return subprocess.CompletedProcess(proc.args, proc.returncode, _text(proc.stdout), _text(proc.stderr))
-
-
-def _text(value):
-    return value.decode() if isinstance(value, bytes) else value
+def _outside(lab, argv):
+    proc = lab.lab.exec_outside(argv, check=False)
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
 
 def test_ssh_refuses_password_authentication(applied, lab, lab_spec):

@@ -283,7 +283,6 @@ def test_ca_cert_hash_matches_openssl(sample):
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.skip("openssl not installed")
-    import subprocess
 
     _, secrets = sample
     pem = secrets.pki.kubernetes_ca.cert_pem.encode()
