@@ -140,8 +140,6 @@ def _host_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
         })
     for role in {f.role for f in plan.hosts[node.name].files.values()}:
         out[f"{role}_files"] = _file_entries(plan, node, role, plan_dir)
-    # --- runtime and kubernetes phases (container_runtime, kubernetes_node, control_plane, worker,
-    # cluster_objects) ---
     out.update(_kubernetes_vars(plan, node, plan_dir))
     return out
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from hardened_cluster.errors import SpecError, SpecIssue
 from hardened_cluster.lab import Lab, LabError, LabNode, default_nodes
-from hardened_cluster.spec import Spec, _pydantic_issues
+from hardened_cluster.spec import Spec, validation_issues
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -27,7 +27,7 @@ def spec_nodes(spec_path: Path) -> tuple[list[LabNode], Path]:
     except OSError as exc:
         raise SpecError([SpecIssue("", f"cannot read spec: {exc.strerror}")], str(spec_path)) from None
     except ValidationError as exc:
-        raise SpecError(_pydantic_issues(exc), str(spec_path)) from None
+        raise SpecError(validation_issues(exc), str(spec_path)) from None
     if spec.ssh.known_hosts is None:
         raise SpecError([SpecIssue("ssh.known_hosts", "a lab spec needs a known_hosts file for the keys the lab creates")],
                         str(spec_path))

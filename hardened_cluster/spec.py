@@ -343,7 +343,8 @@ def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _pydantic_issues(error: ValidationError) -> list[SpecIssue]:
+def validation_issues(error: ValidationError) -> list[SpecIssue]:
+    """Pydantic's errors as issues naming the key path, what is wrong and what is allowed."""
     issues = []
     suggested = set()
     for err in error.errors():
@@ -732,7 +733,7 @@ def parse_spec(data: Any, path: Path | None = None, source: str = "") -> LoadedS
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_pydantic_issues(exc), source) from None
+        raise SpecError(validation_issues(exc), source) from None
     base_dir = path.parent if path else Path.cwd()
     host_keys, issues = _node_issues(spec, base_dir)
     issues += _topology_issues(spec)
