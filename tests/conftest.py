@@ -12,10 +12,16 @@ LAB_SPEC = REPO / "inventories" / "lab" / "cluster.yaml"
 TEARDOWN_MODULE = "test_lab_teardown.py"
 
 
+def _lab_order(item: pytest.Item) -> int:
+    # The lab's own tests need nodes that nothing has hardened yet; the teardown tests take the
+    # shared lab down, so they come after every other test.
+    if item.path.name == TEARDOWN_MODULE:
+        return 2
+    return 0 if item.path.name.startswith("test_lab_") else 1
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # The teardown tests take the shared lab down, so they come after every other test.
-    last = [item for item in items if item.path.name == TEARDOWN_MODULE]
-    items[:] = [item for item in items if item.path.name != TEARDOWN_MODULE] + last
+    items.sort(key=_lab_order)
 
 
 @pytest.fixture(scope="session")
