@@ -19,6 +19,9 @@ fi
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import hardened_cluster' 2>/dev/null \
    || [ pyproject.toml -nt .venv/.installed ]; then
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  if ! .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' > .venv/install.log 2>&1; then
+    cat .venv/install.log >&2
+    exit 1
+  fi
   touch .venv/.installed
 fi
