@@ -1,4 +1,4 @@
-"""Helpers shared by the read-only probes of the etcd, firewall, os_hardening and ssh_hardening roles.
+"""Helpers shared by the read-only probes of the roles that deliver planned files.
 
 Not run on its own: each role's tasks/probe.yml sends this file, then the role's files/probe.py,
 as one `python3 -c` script. The imports below are the ones the helpers and the roles' main() use;
