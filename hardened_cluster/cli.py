@@ -118,6 +118,15 @@ def cmd_drift(args) -> int:
     return _converge(args, check=True)
 
 
+def cmd_artifacts_pin(args) -> int:
+    from hardened_cluster.artifacts import pin
+
+    block = pin(args.kubernetes)
+    print("# Review, then paste under `kubernetes:` in artifacts/manifest.yaml (digests from upstream's checksum files)")
+    print(block, end="")
+    return EXIT_OK
+
+
 def cmd_lab(args) -> int:
     from hardened_cluster import lab_cli
 
@@ -155,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--hosts", type=lambda v: v.split(","), help="comma list of node names")
         p.add_argument("--quiet", action="store_true", help="no per-task progress")
         p.set_defaults(func=func)
+    p = sub.add_parser("artifacts", help="the pinned binaries the Kubernetes phases install")
+    art_sub = p.add_subparsers(dest="artifacts_command", required=True, parser_class=Parser)
+    pin_parser = art_sub.add_parser("pin", help="print manifest pins for a Kubernetes version (needs the internet)")
+    pin_parser.add_argument("--kubernetes", required=True, help="e.g. 1.36.2")
+    pin_parser.set_defaults(func=cmd_artifacts_pin)
     p = sub.add_parser("lab", help="the built-in lab: isolated test hosts on this machine (root, Linux)")
     lab_sub = p.add_subparsers(dest="lab_command", required=True, parser_class=Parser)
     up = lab_sub.add_parser("up", help="start the lab nodes of a spec (or N generic nodes)")

@@ -213,9 +213,12 @@ def test_pin_reads_upstream_checksum_files(tmp_path: Path, server) -> None:
 def test_fetch_for_stops_on_an_unpinned_artifact_before_ansible(tmp_path: Path) -> None:
     from hardened_cluster.plan import render_plan
     from hardened_cluster.secrets import resolve_secrets
-    from hardened_cluster.spec import load_spec
+    from hardened_cluster.spec import parse_spec
 
-    loaded = load_spec(Path("inventories/sample/cluster.yaml"))  # release artifacts, Kubernetes 1.36 (unpinned)
+    sample = Path("inventories/sample/cluster.yaml")
+    data = yaml.safe_load(sample.read_text())
+    data["cluster"]["kubernetes_version"] = "1.36.2"  # release artifacts, a minor not pinned yet
+    loaded = parse_spec(data, sample.resolve())
     plan = render_plan(loaded, resolve_secrets(loaded, tmp_path / "state"))
 
     with pytest.raises(ArtifactError, match=r'kubernetes\."1\.36"\.crictl \(amd64\) is not pinned yet'):

@@ -243,7 +243,7 @@ def test_kubeadm_init_carries_the_kubelet_config_and_hardened_flags(sample):
     assert docs["KubeletConfiguration"] == yaml.safe_load(files[KUBELET].content)
     assert docs["KubeProxyConfiguration"]["metricsBindAddress"] == "127.0.0.1:10249"
     cluster = docs["ClusterConfiguration"]
-    assert cluster["kubernetesVersion"] == "v1.36.2"
+    assert cluster["kubernetesVersion"] == "v1.35.1"
     assert cluster["etcd"]["external"]["endpoints"] == [f"https://10.20.0.1{i}:2379" for i in (1, 2, 3)]
     args = {a["name"]: a["value"] for a in cluster["apiServer"]["extraArgs"]}
     assert all(isinstance(v, str) for v in args.values()), "kubeadm v1beta4 extraArgs values are strings"
