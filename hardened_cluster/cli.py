@@ -81,7 +81,7 @@ def _print_result(result, report: Path) -> None:
 
     verb = "would change" if result.mode == "drift" else "changed"
     for name, host in result.hosts.items():
-        state = "UNREACHABLE" if host.unreachable else ("FAILED" if host.failed else "ok")
+        state = "UNREACHABLE" if host.unreachable else "FAILED" if host.failed else "unchanged" if host.unchanged else "ok"
         print(f"{name:<12} {state:<11} ok={host.ok} {verb.replace(' ', '_')}={host.changed} failed={host.failed}")
         if result.mode == "drift":
             for change in host.changes:
@@ -101,7 +101,8 @@ def _converge(args, check: bool) -> int:
 
     loaded = load_spec(args.spec)
     progress = None if args.quiet else (lambda line: print(line, flush=True))
-    result, report = converge(loaded, check=check, phases=args.phases, hosts=args.hosts, progress=progress)
+    result, report = converge(loaded, check=check, phases=args.phases, hosts=args.hosts, progress=progress,
+                              full=args.full)
     _print_result(result, report)
     if not result.succeeded:
         return EXIT_FINDINGS
@@ -163,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--phases", type=lambda v: v.split(","), help="comma list of hosts,etcd,runtime,kubernetes,objects")
         p.add_argument("--hosts", type=lambda v: v.split(","), help="comma list of node names")
         p.add_argument("--quiet", action="store_true", help="no per-task progress")
+        p.add_argument("--full", action="store_true",
+                       help="run the roles on every host, also those unchanged since their last successful apply")
         p.set_defaults(func=func)
     p = sub.add_parser("artifacts", help="the pinned binaries the Kubernetes phases install")
     art_sub = p.add_subparsers(dest="artifacts_command", required=True, parser_class=Parser)

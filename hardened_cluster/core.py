@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hardened_cluster.artifacts import fetch_for
-from hardened_cluster.deliver import NEEDS_KUBERNETES_BINARIES, PHASES, RunResult, run
+from hardened_cluster.converged import Stamps, fingerprints
+from hardened_cluster.deliver import NEEDS_KUBERNETES_BINARIES, PHASES, HostResult, RunResult, run
 from hardened_cluster.plan import Plan, render_plan
 from hardened_cluster.preflight import preflight
 from hardened_cluster.secrets import resolve_secrets, state_dir, write_private
@@ -47,17 +48,43 @@ def converge(
     hosts: list[str] | None = None,
     progress: Callable[[str], None] | None = None,
     state: Path | None = None,
+    full: bool = False,
 ) -> tuple[RunResult, Path]:
-    """Apply (check=False) or detect drift (check=True); returns the result and its JSON report."""
+    """Apply (check=False) or detect drift (check=True); returns the result and its JSON report.
+
+    Hosts unchanged since their last successful apply are left out of the Ansible run, unless `full`.
+    """
     state = state or state_dir(loaded.spec.cluster.name)
     selected, skipped = select_phases(loaded.spec, phases)
+    mode = "drift" if check else "apply"
     if selected:
+        started = time.monotonic()
         plan = plan_for(loaded, state, hosts)
         fetch_for(plan, selected)
-        result = run(plan, state, phases=selected, check=check, hosts=hosts, progress=progress)
+        targets = hosts or list(plan.hosts)
+        stamps = Stamps(state)
+        unchanged = set() if full else stamps.unchanged(plan, state, selected,
+                                                         fingerprints(loaded, plan, targets, selected))
+        todo = [h for h in targets if h not in unchanged]
+        if todo:
+            result = run(plan, state, phases=selected, check=check, hosts=todo, progress=progress)
+        else:
+            result = RunResult(mode, selected, {}, "successful", 0, 0.0, {})
+        for name in unchanged:
+            result.hosts[name] = HostResult(unchanged=True)
+            if progress:
+                progress(f"  {name}: unchanged since the last successful apply; Ansible not run there")
+        if not check and todo:
+            ran = {h: r for h, r in result.hosts.items() if h in todo}
+            good = [h for h, r in ran.items() if not (r.failed or r.unreachable)] if result.rc == 0 else []
+            stamps.forget([h for h in todo if h not in good])
+            if good:
+                stamps.record(plan, state, selected, fingerprints(loaded, plan, good, selected))
+        result.hosts = {h: result.hosts[h] for h in targets if h in result.hosts}
+        result.seconds = round(time.monotonic() - started, 2)
     else:
         # Every asked-for phase was left out; an empty tag list would run the whole playbook.
-        result = RunResult("drift" if check else "apply", [], {}, "skipped", 0, 0.0, {})
+        result = RunResult(mode, [], {}, "skipped", 0, 0.0, {})
     result.skipped_phases = skipped
     report = state / "reports" / f"{result.mode}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     write_private(report, result.to_json())

@@ -66,6 +66,8 @@ class HostResult:
     failed: int = 0
     skipped: int = 0
     unreachable: bool = False
+    # Ansible did not run: the host still matches its fingerprint from the last successful apply.
+    unchanged: bool = False
     changes: list[Change] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -109,7 +111,7 @@ def _file_entries(plan: Plan, node: Node, role: str, plan_dir: Path) -> list[dic
     ]
 
 
-def _host_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
+def host_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
     spec = plan.spec
     members = [{"name": n.name, "address": str(n.address)} for n in spec.nodes_with("etcd")]
     out: dict = {
@@ -196,7 +198,7 @@ def write_inventory(plan: Plan, state: Path) -> Path:
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "ansible_ssh_private_key_file": str(spec.ssh.private_key_file.expanduser()),
             },
-            "hosts": {n.name: _host_vars(plan, n, plan_dir) for n in spec.nodes},
+            "hosts": {n.name: host_vars(plan, n, plan_dir) for n in spec.nodes},
             "children": {g: {"hosts": {n.name: None for n in spec.nodes_with(r)}} for g, r in groups.items()},
         }
     }

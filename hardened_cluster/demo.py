@@ -48,7 +48,8 @@ def run(spec_path: Path, keep: bool = False) -> int:
         result, report = converge(loaded, check=False, progress=None)
         for name, host in result.hosts.items():
             _say(f"   {name:<10} ok={host.ok} changed={host.changed} failed={host.failed}"
-                 + (" UNREACHABLE" if host.unreachable else ""))
+                 + (" UNREACHABLE" if host.unreachable else "")
+                 + (" (unchanged since the last apply: Ansible not run)" if host.unchanged else ""))
             for error in host.errors:
                 _say(f"      error: {error}")
         ok &= result.succeeded

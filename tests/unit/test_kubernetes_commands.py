@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from hardened_cluster import artifacts
-from hardened_cluster.deliver import ROLES_DIR, _host_vars, write_inventory
+from hardened_cluster.deliver import ROLES_DIR, host_vars, write_inventory
 from hardened_cluster.plan import REPO_ROOT, HostFacts, render_plan
 from hardened_cluster.secrets import resolve_secrets
 from hardened_cluster.spec import load_spec
@@ -86,9 +86,9 @@ def test_the_config_paths_are_the_ones_the_plan_renders(sample):
         assert "controlPlane" not in yaml.safe_load(plan.hosts[name].files[join].content)
     # The inventory tells exactly the first control-plane node to init.
     plan_dir = state / "plan"
-    assert _host_vars(plan, loaded.spec.node(cps[0]), plan_dir)["control_plane_init"] is True
-    assert all(_host_vars(plan, loaded.spec.node(n), plan_dir)["control_plane_init"] is False for n in cps[1:])
-    assert all(_host_vars(plan, loaded.spec.node(n), plan_dir)["worker_token_host"] == cps[0] for n in workers)
+    assert host_vars(plan, loaded.spec.node(cps[0]), plan_dir)["control_plane_init"] is True
+    assert all(host_vars(plan, loaded.spec.node(n), plan_dir)["control_plane_init"] is False for n in cps[1:])
+    assert all(host_vars(plan, loaded.spec.node(n), plan_dir)["worker_token_host"] == cps[0] for n in workers)
 
 
 def test_no_role_ignores_preflight_errors():
