@@ -33,48 +33,29 @@ UNITS_BY_PHASE = {
 }
 SYSCTL_DROPIN = "/etc/sysctl.d/90-hardened-cluster.conf"
 
-# Runs as root on the host; prints one sha256 over everything it looked at.
-SCRIPT = r"""
-import hashlib, json, os, subprocess, sys
-req = json.loads(sys.argv[1])
-h = hashlib.sha256()
-def meta(path, with_time):
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return "absent"
-    time = st.st_mtime_ns if with_time else 0
-    return "%o %d %d %d %d" % (st.st_mode, st.st_uid, st.st_gid, st.st_size if with_time else 0, time)
-for root in req["walk"]:
-    for top, dirs, files in os.walk(root):
-        dirs.sort()
-        h.update(("%s %s\n" % (top, meta(top, False))).encode())
-        for name in sorted(files):
-            path = os.path.join(top, name)
-            h.update(("%s %s\n" % (path, meta(path, True))).encode())
-for path in req["stat"]:
-    h.update(("%s %s\n" % (path, meta(path, False))).encode())
-for path in req["files"]:
-    try:
-        with open(path, "rb") as f:
-            h.update(hashlib.sha256(f.read()).digest())
-    except OSError:
-        h.update(b"absent")
-for key in req["sysctl"]:
-    try:
-        with open("/proc/sys/" + key.replace(".", "/")) as f:
-            h.update(("%s=%s\n" % (key, f.read().strip())).encode())
-    except OSError:
-        h.update(("%s absent\n" % key).encode())
-def run(argv):
-    p = subprocess.run(argv, capture_output=True, text=True)
-    h.update(("%d\n%s\n" % (p.returncode, p.stdout)).encode())
-run(["systemctl", "show", "--property=Id,LoadState,ActiveState,UnitFileState", "--"] + req["units"])
-run(["nft", "list", "table", "inet", "hardened_cluster"])
-with open("/proc/swaps") as f:
-    h.update(f.read().encode())
-print(h.hexdigest())
-"""
+END = "hc-fingerprint-end"
+
+
+def script(request: dict) -> str:
+    """Shell that prints everything the fingerprint covers, in a stable order, then END.
+
+    Plain find, sha256sum and cat: no interpreter start-up per host. The caller hashes the text.
+    """
+    q = shlex.quote
+    walk = " ".join(q(p) for p in request["walk"])
+    lines = [
+        "exec </dev/null",
+        f"find {walk} -xdev \\( -type d -printf '%p %m %U %G\\n' \\) -o -printf '%p %m %U %G %s %T@\\n' 2>&1 | LC_ALL=C sort",
+        "stat -c '%n %a %u %g' -- " + " ".join(q(p) for p in request["stat"]) + " 2>&1",
+        "sha256sum -- " + " ".join(q(p) for p in request["files"]) + " 2>&1",
+        "for k in " + " ".join(q(k.replace(".", "/")) for k in request["sysctl"])
+        + '; do printf "%s=" "$k"; cat "/proc/sys/$k" 2>/dev/null || echo absent; done',
+        "systemctl show --property=Id,LoadState,ActiveState,UnitFileState -- " + " ".join(q(u) for u in request["units"]),
+        "nft list table inet hardened_cluster 2>&1; echo \"nft $?\"",
+        "cat /proc/swaps",
+        f"echo {END}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _request(plan: Plan, node: Node, phases: list[str]) -> dict:
@@ -91,13 +72,27 @@ def _request(plan: Plan, node: Node, phases: list[str]) -> dict:
     return {"walk": WALKED, "stat": stat, "files": sorted(host.files), "sysctl": keys, "units": units}
 
 
+def fingerprint_command(plan: Plan, node: Node, phases: list[str]) -> str:
+    """The command whose output is `node`'s fingerprint. Preflight facts (Kata) change file contents
+    only, not which files, units or sysctls are looked at, so any render of the plan will do."""
+    return shlex.join(["sudo", "-n", "sh", "-c", script(_request(plan, node, phases))])
+
+
+def parse_fingerprint(answer: tuple[int, str, str] | None) -> str | None:
+    """sha256 of the output, or None when the command did not run to its end."""
+    if answer is None:
+        return None
+    rc, out, _ = answer
+    if rc != 0 or not out.endswith(f"{END}\n"):
+        return None
+    return hashlib.sha256(out.encode()).hexdigest()
+
+
 def _fingerprint(loaded: LoadedSpec, plan: Plan, node: Node, phases: list[str]) -> str | None:
-    command = shlex.join(["sudo", "-n", "/usr/bin/python3", "-c", SCRIPT, json.dumps(_request(plan, node, phases))])
     try:
-        rc, out, _ = ssh_run(loaded, node, command, timeout=60)
+        return parse_fingerprint(ssh_run(loaded, node, fingerprint_command(plan, node, phases), timeout=60))
     except DeliveryError:
         return None
-    return out.strip() if rc == 0 and len(out.strip()) == 64 else None
 
 
 def fingerprints(loaded: LoadedSpec, plan: Plan, hosts: list[str], phases: list[str]) -> dict[str, str | None]:

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hardened_cluster.artifacts import fetch_for
-from hardened_cluster.converged import Stamps, fingerprints
+from hardened_cluster.converged import Stamps, fingerprint_command, fingerprints, parse_fingerprint
 from hardened_cluster.deliver import NEEDS_KUBERNETES_BINARIES, PHASES, HostResult, RunResult, run
 from hardened_cluster.plan import Plan, render_plan
-from hardened_cluster.preflight import preflight
+from hardened_cluster.preflight import preflight, preflight_with
 from hardened_cluster.secrets import resolve_secrets, state_dir, write_private
 from hardened_cluster.spec import LoadedSpec, Spec
 
@@ -59,12 +59,18 @@ def converge(
     mode = "drift" if check else "apply"
     if selected:
         started = time.monotonic()
-        plan = plan_for(loaded, state, hosts)
+        secrets = resolve_secrets(loaded, state)
+        targets = hosts or [n.name for n in loaded.spec.nodes]
+        commands = {}
+        if not full:
+            draft = render_plan(loaded, secrets)
+            commands = {h: fingerprint_command(draft, draft.hosts[h].node, selected) for h in targets}
+        facts, answers = preflight_with(loaded, targets, commands)
+        plan = render_plan(loaded, secrets, facts)
         fetch_for(plan, selected)
-        targets = hosts or list(plan.hosts)
         stamps = Stamps(state)
-        unchanged = set() if full else stamps.unchanged(plan, state, selected,
-                                                         fingerprints(loaded, plan, targets, selected))
+        found = {h: parse_fingerprint(answers.get(h)) for h in targets}
+        unchanged = set() if full else stamps.unchanged(plan, state, selected, found)
         todo = [h for h in targets if h not in unchanged]
         if todo:
             result = run(plan, state, phases=selected, check=check, hosts=todo, progress=progress)

@@ -54,28 +54,49 @@ def connect(loaded: LoadedSpec, node: Node, timeout: float = 10.0) -> paramiko.S
     return client
 
 
+def _run(client: paramiko.SSHClient, command: str, timeout: float) -> tuple[int, str, str]:
+    _, out, err = client.exec_command(command, timeout=timeout)
+    stdout, stderr = out.read().decode(), err.read().decode()
+    return out.channel.recv_exit_status(), stdout, stderr
+
+
 def ssh_run(loaded: LoadedSpec, node: Node, command: str, timeout: float = 30.0) -> tuple[int, str, str]:
     """Run one command on `node`; returns exit status, stdout and stderr."""
     client = connect(loaded, node)
     try:
-        _, out, err = client.exec_command(command, timeout=timeout)
-        stdout, stderr = out.read().decode(), err.read().decode()
-        return out.channel.recv_exit_status(), stdout, stderr
+        return _run(client, command, timeout)
     finally:
         client.close()
 
 
-def _probe(loaded: LoadedSpec, node: Node) -> HostFacts:
-    _, answer, _ = ssh_run(loaded, node, KATA_PROBE)
-    return HostFacts(kata_capable=answer.strip() == "kata-capable")
+def _probe(loaded: LoadedSpec, node: Node, command: str | None) -> tuple[HostFacts, tuple[int, str, str] | None]:
+    client = connect(loaded, node)
+    try:
+        _, answer, _ = _run(client, KATA_PROBE, 30.0)
+        extra = _run(client, command, 60.0) if command else None
+    finally:
+        client.close()
+    return HostFacts(kata_capable=answer.strip() == "kata-capable"), extra
 
 
-def preflight(loaded: LoadedSpec, hosts: list[str] | None = None) -> dict[str, HostFacts]:
-    """Facts per host; raises DeliveryError naming the first host that fails."""
+def preflight_with(
+    loaded: LoadedSpec, hosts: list[str] | None, commands: dict[str, str]
+) -> tuple[dict[str, HostFacts], dict[str, tuple[int, str, str]]]:
+    """Facts per host, plus what each host's extra command answered over the same connection.
+
+    Raises DeliveryError naming the first host that fails.
+    """
     key_file = loaded.spec.ssh.private_key_file.expanduser()
     if not key_file.is_file():
         raise DeliveryError(f"ssh.private_key_file: {key_file} does not exist")
     nodes = [n for n in loaded.spec.nodes if hosts is None or n.name in hosts]
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(nodes)))) as pool:
-        results = list(pool.map(lambda n: _probe(loaded, n), nodes))
-    return {n.name: facts for n, facts in zip(nodes, results)}
+        results = list(pool.map(lambda n: _probe(loaded, n, commands.get(n.name)), nodes))
+    facts = {n.name: f for n, (f, _) in zip(nodes, results)}
+    answers = {n.name: a for n, (_, a) in zip(nodes, results) if a is not None}
+    return facts, answers
+
+
+def preflight(loaded: LoadedSpec, hosts: list[str] | None = None) -> dict[str, HostFacts]:
+    """Facts per host; raises DeliveryError naming the first host that fails."""
+    return preflight_with(loaded, hosts, {})[0]

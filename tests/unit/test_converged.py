@@ -1,14 +1,12 @@
 """The rerun shortcut: a host is left out only when its plan key and fingerprint both still hold."""
-import json
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from hardened_cluster.converged import SCRIPT, Stamps, _request
+from hardened_cluster.converged import Stamps, _request, parse_fingerprint, script
 from hardened_cluster.plan import render_plan
 from hardened_cluster.secrets import resolve_secrets
 from hardened_cluster.spec import load_spec
@@ -48,8 +46,10 @@ def test_only_hosts_with_matching_key_and_fingerprint_are_unchanged(plan, tmp_pa
 
 
 def _fingerprint(request):
-    run = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(request)], capture_output=True, text=True, check=True)
-    return run.stdout.strip()
+    run = subprocess.run(["sh", "-c", script(request)], capture_output=True, text=True, timeout=60)
+    found = parse_fingerprint((run.returncode, run.stdout, run.stderr))
+    assert found is not None, run.stdout[-500:] + run.stderr[-500:]
+    return found
 
 
 def test_fingerprint_changes_with_mode_content_and_new_files(tmp_path):
@@ -71,3 +71,9 @@ def test_fingerprint_changes_with_mode_content_and_new_files(tmp_path):
     assert after_edit != after_chmod
     (etc / "new").write_text("")
     assert _fingerprint(request) != after_edit
+
+
+def test_a_command_that_did_not_finish_gives_no_fingerprint():
+    assert parse_fingerprint((0, "partial output\n", "")) is None
+    assert parse_fingerprint((1, "hc-fingerprint-end\n", "sudo: a password is required")) is None
+    assert parse_fingerprint(None) is None
