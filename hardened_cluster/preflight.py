@@ -72,11 +72,12 @@ def ssh_run(loaded: LoadedSpec, node: Node, command: str, timeout: float = 30.0)
 def _probe(loaded: LoadedSpec, node: Node, command: str | None) -> tuple[HostFacts, tuple[int, str, str] | None]:
     client = connect(loaded, node)
     try:
-        _, answer, _ = _run(client, KATA_PROBE, 30.0)
-        extra = _run(client, command, 60.0) if command else None
+        # One round trip: the probe's single line first, then whatever the extra command prints.
+        rc, out, err = _run(client, f"{KATA_PROBE}; {command}" if command else KATA_PROBE, 60.0)
     finally:
         client.close()
-    return HostFacts(kata_capable=answer.strip() == "kata-capable"), extra
+    answer, _, rest = out.partition("\n")
+    return HostFacts(kata_capable=answer.strip() == "kata-capable"), (rc, rest, err) if command else None
 
 
 def preflight_with(
