@@ -81,8 +81,7 @@ def converge(
             if progress:
                 progress(f"  {name}: unchanged since the last successful apply; Ansible not run there")
         if not check and todo:
-            ran = {h: r for h, r in result.hosts.items() if h in todo}
-            good = [h for h, r in ran.items() if not (r.failed or r.unreachable)] if result.rc == 0 else []
+            good = [h for h in todo if result.rc == 0 and not (result.hosts[h].failed or result.hosts[h].unreachable)]
             stamps.forget([h for h in todo if h not in good])
             if good:
                 stamps.record(plan, state, selected, fingerprints(loaded, plan, good, selected))
