@@ -92,8 +92,10 @@ def test_etcd_refuses_client_without_certificate(applied, lab):
 
 def test_no_peer_connection_failures_in_journal(applied, lab, lab_spec):
     wait_healthy(lab_spec)
-    since = lab.lab.exec("etcd-1", ["date", "+%Y-%m-%d %H:%M:%S"]).stdout.decode().strip()
-    time.sleep(4)  # heartbeats flow both ways many times over
+    # From the next whole second: the journal's --since has one-second steps, and the test before
+    # this one made a refused client connection on purpose.
+    since = lab.lab.exec("etcd-1", ["date", "-d", "+1 second", "+%Y-%m-%d %H:%M:%S"]).stdout.decode().strip()
+    time.sleep(5)  # heartbeats flow both ways many times over
     for member in ("etcd-1", "etcd-2", "etcd-3"):
         journal = lab.lab.exec(member, ["journalctl", "-u", "etcd", "--since", since, "--no-pager", "-o", "cat"])
         text = journal.stdout.decode()
