@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
+
+from hardened_cluster.lab_cli import spec_nodes
 
 from .lab import Lab
-from .model import LabError, LabNode
+from .model import LabNode
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC = REPO_ROOT / "inventories/lab/cluster.yaml"
@@ -34,19 +35,6 @@ def spec_path() -> Path:
     return Path(os.environ.get("HC_LAB_SPEC", DEFAULT_SPEC))
 
 
-def load_nodes(path: Path) -> list[LabNode]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise LabError(f"cannot read lab spec {path}: {exc.strerror}") from None
-    entries = data.get("nodes") if isinstance(data, dict) else None
-    if not isinstance(entries, list) or not all(
-        isinstance(e, dict) and "name" in e and "address" in e for e in entries
-    ):
-        raise LabError(f"{path}: 'nodes' must be a list of mappings with name and address")
-    return [LabNode(str(e["name"]), str(e["address"])) for e in entries]
-
-
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -55,7 +43,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def lab(tmp_path_factory: pytest.TempPathFactory):
     if not sys.platform.startswith("linux") or os.geteuid() != 0:
         pytest.skip("the lab needs root on Linux")
-    nodes = load_nodes(spec_path())
+    nodes, _ = spec_nodes(spec_path())
     the_lab = Lab()
     # CI stops runs with SIGTERM: turn it into KeyboardInterrupt so the teardown below still runs.
     previous = signal.signal(signal.SIGTERM, _interrupt)
