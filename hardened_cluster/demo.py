@@ -27,7 +27,8 @@ def _scan_line(label: str, probes) -> tuple[str, bool]:
     return f"  scan from {label}: {len(probes)} ports probed, {passing} reachable, {verdict}", not wrong
 
 
-def _outside(lab: Lab, argv: list[str]) -> tuple[int, str, str]:
+def run_outside(lab: Lab, argv: list[str]) -> tuple[int, str, str]:
+    """Run argv in the lab's outsider netns, as verify.scan's runner."""
     proc = lab.exec_outside(argv, check=False)
     return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
@@ -64,7 +65,7 @@ def run(spec_path: Path, keep: bool = False) -> int:
         for label, probes in (
             (f"admin {lab.controller_address}", scan(loaded, lab.controller_address)),
             (f"worker {worker.name} {worker.address}", scan(loaded, str(worker.address), via_node=worker)),
-            (f"outsider {lab.outsider_address}", scan(loaded, lab.outsider_address, runner=lambda argv: _outside(lab, argv))),
+            (f"outsider {lab.outsider_address}", scan(loaded, lab.outsider_address, runner=lambda argv: run_outside(lab, argv))),
         ):
             line, good = _scan_line(label, probes)
             ok &= good

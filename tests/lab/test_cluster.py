@@ -13,6 +13,7 @@ import paramiko
 import pytest
 
 from hardened_cluster.core import converge
+from hardened_cluster.demo import run_outside
 from hardened_cluster.errors import DeliveryError
 from hardened_cluster.secrets import resolve_secrets
 from hardened_cluster.spec import load_spec
@@ -105,7 +106,7 @@ def test_no_peer_connection_failures_in_journal(applied, lab, lab_spec):
 def test_port_scans_match_the_matrix(applied, lab, lab_spec):
     worker = lab_spec.spec.node("worker-1")
     from_worker = scan(lab_spec, "10.231.0.31", via_node=worker)
-    from_outside = scan(lab_spec, lab.lab.outsider_address, runner=lambda argv: _outside(lab, argv))
+    from_outside = scan(lab_spec, lab.lab.outsider_address, runner=lambda argv: run_outside(lab.lab, argv))
     from_admin = scan(lab_spec, lab.lab.controller_address)
     for probes in (from_worker, from_outside, from_admin):
         wrong = [p for p in probes if not p.as_expected]
@@ -114,11 +115,6 @@ def test_port_scans_match_the_matrix(applied, lab, lab_spec):
     assert etcd_from_worker and all(p.state == "filtered" for p in etcd_from_worker)
     assert all(p.state == "filtered" for p in from_outside)
     assert {p.node for p in from_admin if p.port == 22 and p.passes} == {n.name for n in lab_spec.spec.nodes}
-
-
-def _outside(lab, argv):
-    proc = lab.lab.exec_outside(argv, check=False)
-    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
 
 def test_ssh_refuses_password_authentication(applied, lab, lab_spec):
