@@ -1,8 +1,8 @@
 """Skip Ansible on hosts that are exactly as the last successful apply left them.
 
-After an apply succeeds, each host's managed state is fingerprinted over SSH: the planned files
-(content, mode, owner), the metadata of everything under the system directories the roles touch, the
-units they run, the runtime sysctls of the drop-in, the firewall's live table and swap. A later run
+After an apply succeeds, each host's managed state is fingerprinted over SSH: the metadata of the
+planned files and of everything under the system directories the roles touch (mode, owner, size,
+modification and change times), the units they run, the runtime sysctls of the drop-in, the firewall's live table and swap. A later run
 whose plan, roles and phases are unchanged, on a host whose fingerprint still matches, has nothing
 to do there, so Ansible runs only on the hosts that differ. Any doubt (no stamp, an unreadable host,
 another plan) means Ansible runs.
@@ -22,7 +22,9 @@ from hardened_cluster.preflight import ssh_run
 from hardened_cluster.secrets import write_private
 from hardened_cluster.spec import LoadedSpec, Node
 
-WALKED = ["/etc", "/usr/local", "/usr/bin", "/usr/sbin", "/var/lib/hardened-cluster"]
+WALKED = ["/etc", "/usr/local", "/var/lib/hardened-cluster"]
+# The distro's binaries: what the roles manage there is only which of them are setuid or setgid.
+SETUID_ONLY = ["/usr/bin", "/usr/sbin"]
 # Directories whose entries change in normal operation: only their own mode and owner count.
 STAT_ONLY = ["/root", "/var/lib/kubelet"]
 UNITS_BY_PHASE = {
@@ -36,29 +38,50 @@ SYSCTL_DROPIN = "/etc/sysctl.d/90-hardened-cluster.conf"
 END = "hc-fingerprint-end"
 
 
-def script(request: dict) -> str:
-    """Shell that prints everything the fingerprint covers, in a stable order, then END.
+def _glob_literal(path: str) -> str:
+    """`path` as a find -path pattern that matches only itself."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in path)
 
-    Plain find, sha256sum and cat: no interpreter start-up per host. The caller hashes the text.
+
+def script(request: dict) -> str:
+    """Shell that prints the sha256 of everything the fingerprint covers, then END.
+
+    The node's CPU is what a rerun waits for, so few processes: one find prints the metadata of
+    every walked entry, the change time included (any write, chmod or chown moves it, and nothing
+    sets it back), only mode and owner of the stat-only directories, and under the setuid-only
+    directories only what is setuid or setgid (and planned); one grep reads the runtime sysctls
+    and swaps. find lists each directory in its own order, which holds while the directory is
+    unchanged; a reordering only means Ansible runs. Whether a unit is enabled or masked is a
+    symlink under /etc/systemd, which the walk covers, target included.
     """
     q = shlex.quote
-    walk = " ".join(q(p) for p in request["walk"])
+    outside = [f for f in request["files"] if not any(f.startswith(w.rstrip("/") + "/") for w in request["walk"])]
+    starts = " ".join(q(p) for p in request["walk"] + request["setuid"] + request["stat"] + outside)
+    expression = []
+    if request["stat"]:
+        stat_only = " -o ".join(f"-path {q(_glob_literal(p))}" for p in request["stat"])
+        expression.append(f"\\( {stat_only} \\) -printf '%p %m %U %G\\n' -prune")
+    if request["setuid"]:
+        setuid_only = " -o ".join(f"-path {q(_glob_literal(p) + '/*')}" for p in request["setuid"])
+        planned_there = "".join(f" ! -path {q(_glob_literal(f))}" for f in outside)
+        expression.append(f"\\( {setuid_only} \\) ! -perm /6000{planned_there}")
+    expression += ["-type d -printf '%p %m %U %G\\n'", "-printf '%p %m %U %G %s %T@ %C@ %l\\n'"]
+    sysctls = " ".join(q("/proc/sys/" + k.replace(".", "/")) for k in request["sysctl"])
     lines = [
         "exec </dev/null",
-        f"find {walk} -xdev \\( -type d -printf '%p %m %U %G\\n' \\) -o -printf '%p %m %U %G %s %T@\\n' 2>&1 | LC_ALL=C sort",
-        "stat -c '%n %a %u %g' -- " + " ".join(q(p) for p in request["stat"]) + " 2>&1",
-        "sha256sum -- " + " ".join(q(p) for p in request["files"]) + " 2>&1",
-        "for k in " + " ".join(q(k.replace(".", "/")) for k in request["sysctl"])
-        + '; do printf "%s=" "$k"; cat "/proc/sys/$k" 2>/dev/null || echo absent; done',
-        "systemctl show --property=Id,LoadState,ActiveState,UnitFileState -- " + " ".join(q(u) for u in request["units"]),
+        "{",
+        f"find {starts} -xdev " + " -o ".join(expression) + " 2>&1",
+        f"grep -H '' -- {sysctls} /proc/swaps 2>&1",
+        "systemctl is-active -- " + " ".join(q(u) for u in request["units"]),
         "nft list table inet hardened_cluster 2>&1; echo \"nft $?\"",
-        "cat /proc/swaps",
+        "} | sha256sum",
         f"echo {END}",
     ]
     return "\n".join(lines) + "\n"
 
 
-def _request(plan: Plan, node: Node, phases: list[str]) -> dict:
+def fingerprint_request(plan: Plan, node: Node, phases: list[str]) -> dict:
+    """What `node`'s fingerprint looks at: paths, sysctl keys and units, no contents."""
     host = plan.hosts[node.name]
     units = [u for p in phases for u in UNITS_BY_PHASE.get(p, [])]
     units += [f"{s}.service" for s in plan.spec.os_hardening.disable_services]
@@ -69,37 +92,41 @@ def _request(plan: Plan, node: Node, phases: list[str]) -> dict:
         if sep and not line.lstrip().startswith("#"):
             keys.append(key.strip().lstrip("-"))
     stat = STAT_ONLY + [str(plan.spec.etcd.data_dir), str(plan.spec.etcd.snapshot.directory)]
-    return {"walk": WALKED, "stat": stat, "files": sorted(host.files), "sysctl": keys, "units": units}
+    return {"walk": WALKED, "stat": stat, "setuid": SETUID_ONLY, "files": sorted(host.files), "sysctl": keys,
+            "units": units}
 
 
-def fingerprint_command(plan: Plan, node: Node, phases: list[str]) -> str:
-    """The command whose output is `node`'s fingerprint. Preflight facts (Kata) change file contents
-    only, not which files, units or sysctls are looked at, so any render of the plan will do."""
-    return shlex.join(["sudo", "-n", "sh", "-c", script(_request(plan, node, phases))])
+def fingerprint_command(request: dict) -> str:
+    """The command whose output is the fingerprint of what `request` names."""
+    return "exec " + shlex.join(["sudo", "-n", "sh", "-c", script(request)])
 
 
 def parse_fingerprint(answer: tuple[int, str, str] | None) -> str | None:
-    """sha256 of the output, or None when the command did not run to its end."""
+    """The digest the host printed, or None when the command did not run to its end."""
     if answer is None:
         return None
     rc, out, _ = answer
-    if rc != 0 or not out.endswith(f"{END}\n"):
+    digest, _, rest = out.partition("  -\n")
+    if rc != 0 or rest != f"{END}\n" or len(digest) != 64:
         return None
-    return hashlib.sha256(out.encode()).hexdigest()
+    return digest
 
 
-def _fingerprint(loaded: LoadedSpec, plan: Plan, node: Node, phases: list[str]) -> str | None:
+def _fingerprint(loaded: LoadedSpec, node: Node, request: dict) -> str | None:
     try:
-        return parse_fingerprint(ssh_run(loaded, node, fingerprint_command(plan, node, phases), timeout=60))
+        return parse_fingerprint(ssh_run(loaded, node, fingerprint_command(request), timeout=60))
     except DeliveryError:
         return None
 
 
-def fingerprints(loaded: LoadedSpec, plan: Plan, hosts: list[str], phases: list[str]) -> dict[str, str | None]:
-    nodes = [plan.hosts[h].node for h in hosts]
-    with ThreadPoolExecutor(max_workers=min(32, max(1, len(nodes)))) as pool:
-        found = list(pool.map(lambda n: _fingerprint(loaded, plan, n, phases), nodes))
-    return dict(zip(hosts, found))
+def fingerprints(
+    loaded: LoadedSpec, plan: Plan, hosts: list[str], phases: list[str]
+) -> dict[str, tuple[dict, str | None]]:
+    """Per host: the fingerprint request for this plan and what the host answered to it."""
+    requests = {h: fingerprint_request(plan, plan.hosts[h].node, phases) for h in hosts}
+    with ThreadPoolExecutor(max_workers=min(32, max(1, len(hosts)))) as pool:
+        found = list(pool.map(lambda h: _fingerprint(loaded, plan.hosts[h].node, requests[h]), hosts))
+    return {h: (requests[h], f) for h, f in zip(hosts, found)}
 
 
 def _code_digest() -> str:
@@ -121,28 +148,33 @@ def plan_key(plan: Plan, state: Path, node: Node, phases: list[str], code: str) 
 
 
 class Stamps:
-    """Per host: the plan key and fingerprint recorded after its last successful apply (0600)."""
+    """Per host, after its last successful apply: the plan key, the fingerprint and the request that
+    produced it (0600). A rerun asks each host the recorded request before anything is rendered;
+    a fingerprint compares only with one taken by the same request."""
 
     def __init__(self, state: Path) -> None:
         self.path = state / "converged.json"
-        self.data: dict[str, dict[str, str]] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.data: dict[str, dict] = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.code = _code_digest()
+
+    def requests(self, hosts: list[str]) -> dict[str, dict]:
+        return {h: self.data[h]["request"] for h in hosts if "request" in self.data.get(h, {})}
 
     def unchanged(self, plan: Plan, state: Path, phases: list[str], found: dict[str, str | None]) -> set[str]:
         """Hosts whose recorded plan key and fingerprint both still hold."""
         out = set()
         for name, fingerprint in found.items():
-            stamp = self.data.get(name)
+            stamp = self.data.get(name, {})
             key = plan_key(plan, state, plan.hosts[name].node, phases, self.code)
-            if fingerprint and stamp == {"plan": key, "fingerprint": fingerprint}:
+            if fingerprint and stamp.get("plan") == key and stamp.get("fingerprint") == fingerprint:
                 out.add(name)
         return out
 
-    def record(self, plan: Plan, state: Path, phases: list[str], found: dict[str, str | None]) -> None:
-        for name, fingerprint in found.items():
+    def record(self, plan: Plan, state: Path, phases: list[str], found: dict[str, tuple[dict, str | None]]) -> None:
+        for name, (request, fingerprint) in found.items():
             if fingerprint:
                 key = plan_key(plan, state, plan.hosts[name].node, phases, self.code)
-                self.data[name] = {"plan": key, "fingerprint": fingerprint}
+                self.data[name] = {"plan": key, "fingerprint": fingerprint, "request": request}
             else:
                 self.data.pop(name, None)
         write_private(self.path, json.dumps(self.data, indent=1, sort_keys=True))

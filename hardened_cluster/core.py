@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hardened_cluster.artifacts import fetch_for
 from hardened_cluster.converged import Stamps, fingerprint_command, fingerprints, parse_fingerprint
 from hardened_cluster.deliver import NEEDS_KUBERNETES_BINARIES, PHASES, HostResult, RunResult, run
-from hardened_cluster.plan import Plan, render_plan
+from hardened_cluster.plan import Plan, load_templates, make_environment, render_plan
 from hardened_cluster.preflight import preflight, preflight_with
 from hardened_cluster.secrets import resolve_secrets, state_dir, write_private
 from hardened_cluster.spec import LoadedSpec, Spec
@@ -59,16 +60,20 @@ def converge(
     mode = "drift" if check else "apply"
     if selected:
         started = time.monotonic()
-        secrets = resolve_secrets(loaded, state)
         targets = hosts or [n.name for n in loaded.spec.nodes]
-        commands = {}
-        if not full:
-            draft = render_plan(loaded, secrets)
-            commands = {h: fingerprint_command(draft, draft.hosts[h].node, selected) for h in targets}
-        facts, answers = preflight_with(loaded, targets, commands)
-        plan = render_plan(loaded, secrets, facts)
-        fetch_for(plan, selected)
         stamps = Stamps(state)
+        requests = {} if full else stamps.requests(targets)
+        env = make_environment()
+        # The hosts answer while the secrets load and the templates compile: both are fixed costs.
+        with ThreadPoolExecutor(max_workers=1) as background:
+            asking = background.submit(
+                preflight_with, loaded, targets, {h: fingerprint_command(r) for h, r in requests.items()}
+            )
+            secrets = resolve_secrets(loaded, state)
+            load_templates(env)
+            facts, answers = asking.result()
+        plan = render_plan(loaded, secrets, facts, env)
+        fetch_for(plan, selected)
         found = {h: parse_fingerprint(answers.get(h)) for h in targets}
         unchanged = set() if full else stamps.unchanged(plan, state, selected, found)
         todo = [h for h in targets if h not in unchanged]

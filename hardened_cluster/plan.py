@@ -287,12 +287,23 @@ def make_environment() -> jinja2.Environment:
     return env
 
 
+def load_templates(env: jinja2.Environment) -> None:
+    """Compile every template into `env`'s cache, so that its renders only render."""
+    for name in env.list_templates(extensions=["j2"]):
+        env.get_template(name)
+
+
 def _template_name(path: str) -> str:
     return path.lstrip("/") + ".j2"
 
 
-def render_plan(loaded: LoadedSpec, secrets: ClusterSecrets, facts: dict[str, HostFacts] | None = None) -> Plan:
-    env = make_environment()
+def render_plan(
+    loaded: LoadedSpec,
+    secrets: ClusterSecrets,
+    facts: dict[str, HostFacts] | None = None,
+    env: jinja2.Environment | None = None,
+) -> Plan:
+    env = env or make_environment()
     ctx = Context(spec=loaded.spec, secrets=secrets, facts=facts or {})
     templates: dict[str, jinja2.Template] = {}
     hosts: dict[str, HostPlan] = {}

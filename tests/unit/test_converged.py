@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hardened_cluster.converged import Stamps, _request, parse_fingerprint, script
+from hardened_cluster.converged import Stamps, fingerprint_request, parse_fingerprint, script
 from hardened_cluster.plan import render_plan
 from hardened_cluster.secrets import resolve_secrets
 from hardened_cluster.spec import load_spec
@@ -22,7 +22,7 @@ def plan(tmp_path_factory):
 
 
 def test_request_covers_files_units_and_runtime_sysctls(plan):
-    request = _request(plan, plan.spec.node("etcd-1"), PHASES)
+    request = fingerprint_request(plan, plan.spec.node("etcd-1"), PHASES)
     assert set(request["files"]) == set(plan.hosts["etcd-1"].files)
     assert {"etcd.service", "etcd-snapshot.timer", "ssh.service", "nftables.service"} <= set(request["units"])
     assert "net.ipv4.conf.all.log_martians" in request["sysctl"]
@@ -33,9 +33,13 @@ def test_request_covers_files_units_and_runtime_sysctls(plan):
 def test_only_hosts_with_matching_key_and_fingerprint_are_unchanged(plan, tmp_path):
     stamps = Stamps(tmp_path)
     assert stamps.unchanged(plan, tmp_path, PHASES, {"etcd-1": "a" * 64}) == set()
-    stamps.record(plan, tmp_path, PHASES, {"etcd-1": "a" * 64, "etcd-2": "b" * 64, "etcd-3": None})
+    requests = {h: fingerprint_request(plan, plan.spec.node(h), PHASES) for h in ("etcd-1", "etcd-2", "etcd-3")}
+    stamps.record(plan, tmp_path, PHASES, {"etcd-1": (requests["etcd-1"], "a" * 64),
+                                           "etcd-2": (requests["etcd-2"], "b" * 64), "etcd-3": (requests["etcd-3"], None)})
     assert stat.S_IMODE((tmp_path / "converged.json").stat().st_mode) == 0o600
     again = Stamps(tmp_path)
+    # A rerun asks each host the request recorded for it; a host without a stamp is asked nothing.
+    assert again.requests(["etcd-1", "etcd-2", "etcd-3"]) == {h: requests[h] for h in ("etcd-1", "etcd-2")}
     found = {"etcd-1": "a" * 64, "etcd-2": "c" * 64, "etcd-3": "d" * 64}
     assert again.unchanged(plan, tmp_path, PHASES, found) == {"etcd-1"}
     # Other phases, or an unreadable host, mean the roles run.
@@ -57,15 +61,15 @@ def test_fingerprint_changes_with_mode_content_and_new_files(tmp_path):
     etc.mkdir()
     planned = etc / "planned.conf"
     planned.write_text("a = 1\n")
-    request = {"walk": [str(etc)], "stat": [str(tmp_path)], "files": [str(planned)], "sysctl": ["net.ipv4.ip_forward"],
-               "units": []}
+    request = {"walk": [str(etc)], "stat": [str(tmp_path)], "setuid": [], "files": [str(planned)],
+               "sysctl": ["net.ipv4.ip_forward"], "units": []}
     first = _fingerprint(request)
     assert len(first) == 64 and _fingerprint(request) == first
     planned.chmod(0o600)
     after_chmod = _fingerprint(request)
     assert after_chmod != first
     times = planned.stat()
-    planned.write_text("a = 2\n")  # same size, same times: only the content hash sees it
+    planned.write_text("a = 2\n")  # same size, same times: only the change time sees it
     os.utime(planned, ns=(times.st_atime_ns, times.st_mtime_ns))
     after_edit = _fingerprint(request)
     assert after_edit != after_chmod
@@ -74,6 +78,48 @@ def test_fingerprint_changes_with_mode_content_and_new_files(tmp_path):
 
 
 def test_a_command_that_did_not_finish_gives_no_fingerprint():
+    assert parse_fingerprint((0, "a" * 64 + "  -\nhc-fingerprint-end\n", "")) == "a" * 64
+    assert parse_fingerprint((0, "a" * 64 + "  -\n", "")) is None
     assert parse_fingerprint((0, "partial output\n", "")) is None
     assert parse_fingerprint((1, "hc-fingerprint-end\n", "sudo: a password is required")) is None
     assert parse_fingerprint(None) is None
+
+
+def test_stat_only_directories_count_mode_not_entries_and_files_outside_the_walk_count(tmp_path):
+    etc, data, outside = tmp_path / "etc", tmp_path / "data", tmp_path / "opt"
+    for d in (etc, data, outside):
+        d.mkdir()
+    unit = outside / "tool.conf"
+    unit.write_text("x\n")
+    (etc / "link").symlink_to("/nowhere")
+    request = {"walk": [str(etc)], "stat": [str(data)], "setuid": [], "files": [str(unit)],
+               "sysctl": ["net.ipv4.ip_forward"], "units": []}
+    first = _fingerprint(request)
+    (data / "member").mkdir()  # the data dir's own entries change in normal operation
+    assert _fingerprint(request) == first
+    data.chmod(0o700)
+    after_chmod = _fingerprint(request)
+    assert after_chmod != first
+    unit.write_text("y\n")  # a planned file outside the walked directories
+    after_edit = _fingerprint(request)
+    assert after_edit != after_chmod
+    (etc / "link").unlink()
+    (etc / "link").symlink_to("/elsewh")  # same length, another target
+    assert _fingerprint(request) != after_edit
+
+
+def test_under_setuid_only_directories_only_setuid_and_planned_entries_count(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool, planned = bin_dir / "tool", bin_dir / "planned"
+    tool.write_text("#!/bin/sh\n")
+    planned.write_text("a\n")
+    request = {"walk": [], "stat": [], "setuid": [str(bin_dir)], "files": [str(planned)], "sysctl": [], "units": []}
+    first = _fingerprint(request)
+    tool.write_text("#!/bin/sh\nexit 0\n")  # a distro binary replaced: the package's business
+    assert _fingerprint(request) == first
+    tool.chmod(0o4755)
+    after_setuid = _fingerprint(request)
+    assert after_setuid != first
+    planned.write_text("b\n")
+    assert _fingerprint(request) != after_setuid
