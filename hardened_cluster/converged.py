@@ -1,8 +1,9 @@
 """Skip Ansible on hosts that are exactly as the last successful apply left them.
 
 After an apply succeeds, each host's managed state is fingerprinted over SSH: the metadata of the
-planned files and of everything under the system directories the roles touch (mode, owner, size,
-modification and change times), the units they run, the runtime sysctls of the drop-in, the firewall's live table and swap. A later run
+planned files, of the paths os_hardening enforces, of dpkg's package status and of everything under
+the system directories the roles touch (mode, owner, size, modification and change times), the
+units they run, the runtime sysctls of the drop-in, the firewall's live table and swap. A later run
 whose plan, roles and phases are unchanged, on a host whose fingerprint still matches, has nothing
 to do there, so Ansible runs only on the hosts that differ. Any doubt (no stamp, an unreadable host,
 another plan) means Ansible runs.
@@ -15,6 +16,8 @@ import shlex
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
+
 from hardened_cluster.deliver import REPO_ROOT, host_vars
 from hardened_cluster.errors import DeliveryError
 from hardened_cluster.plan import Plan
@@ -23,8 +26,8 @@ from hardened_cluster.secrets import write_private
 from hardened_cluster.spec import LoadedSpec, Node
 
 WALKED = ["/etc", "/usr/local", "/var/lib/hardened-cluster"]
-# The distro's binaries: what the roles manage there is only which of them are setuid or setgid.
-SETUID_ONLY = ["/usr/bin", "/usr/sbin"]
+# Packages the roles install or remove change it.
+DPKG_STATUS = "/var/lib/dpkg/status"
 # Directories whose entries change in normal operation: only their own mode and owner count.
 STAT_ONLY = ["/root", "/var/lib/kubelet"]
 UNITS_BY_PHASE = {
@@ -47,24 +50,17 @@ def script(request: dict) -> str:
     """Shell that prints the sha256 of everything the fingerprint covers, then END.
 
     The node's CPU is what a rerun waits for, so few processes: one find prints the metadata of
-    every walked entry, the change time included (any write, chmod or chown moves it, and nothing
-    sets it back), only mode and owner of the stat-only directories, and under the setuid-only
-    directories only what is setuid or setgid (and planned); one grep reads the runtime sysctls
-    and swaps. find lists each directory in its own order, which holds while the directory is
-    unchanged; a reordering only means Ansible runs. Whether a unit is enabled or masked is a
-    symlink under /etc/systemd, which the walk covers, target included.
+    every walked entry and named file, the change time included (any write, chmod or chown moves
+    it, and nothing sets it back), and only mode and owner of the stat-only directories; one grep
+    reads the runtime sysctls and swaps. find lists each directory in its own order, which holds
+    while the directory is unchanged; a reordering only means Ansible runs. Whether a unit is
+    enabled or masked is a symlink under /etc/systemd, which the walk covers, target included.
     """
     q = shlex.quote
     outside = [f for f in request["files"] if not any(f.startswith(w.rstrip("/") + "/") for w in request["walk"])]
-    starts = " ".join(q(p) for p in request["walk"] + request["setuid"] + request["stat"] + outside)
-    expression = []
-    if request["stat"]:
-        stat_only = " -o ".join(f"-path {q(_glob_literal(p))}" for p in request["stat"])
-        expression.append(f"\\( {stat_only} \\) -printf '%p %m %U %G\\n' -prune")
-    if request["setuid"]:
-        setuid_only = " -o ".join(f"-path {q(_glob_literal(p) + '/*')}" for p in request["setuid"])
-        planned_there = "".join(f" ! -path {q(_glob_literal(f))}" for f in outside)
-        expression.append(f"\\( {setuid_only} \\) ! -perm /6000{planned_there}")
+    starts = " ".join(q(p) for p in dict.fromkeys(request["walk"] + request["stat"] + outside))
+    stat_only = " -o ".join(f"-path {q(_glob_literal(p))}" for p in request["stat"])
+    expression = [f"\\( {stat_only} \\) -printf '%p %m %U %G\\n' -prune"] if request["stat"] else []
     expression += ["-type d -printf '%p %m %U %G\\n'", "-printf '%p %m %U %G %s %T@ %C@ %l\\n'"]
     sysctls = " ".join(q("/proc/sys/" + k.replace(".", "/")) for k in request["sysctl"])
     lines = [
@@ -72,7 +68,12 @@ def script(request: dict) -> str:
         "{",
         f"find {starts} -xdev " + " -o ".join(expression) + " 2>&1",
         f"grep -H '' -- {sysctls} /proc/swaps 2>&1",
-        "systemctl is-active -- " + " ".join(q(u) for u in request["units"]),
+        f"units={q(' '.join(request['units']))}",
+        # A service the host does not have cannot run; asking systemd about it costs PID 1 a unit load.
+        f"for u in {' '.join(q(u) for u in request['disabled'])}; do"
+        ' if [ -e "/etc/systemd/system/$u" ] || [ -e "/usr/lib/systemd/system/$u" ] || [ -e "/lib/systemd/system/$u" ];'
+        ' then units="$units $u"; else echo "$u not installed"; fi; done',
+        "systemctl is-active -- $units",
         "nft list table inet hardened_cluster 2>&1; echo \"nft $?\"",
         "} | sha256sum",
         f"echo {END}",
@@ -84,7 +85,7 @@ def fingerprint_request(plan: Plan, node: Node, phases: list[str]) -> dict:
     """What `node`'s fingerprint looks at: paths, sysctl keys and units, no contents."""
     host = plan.hosts[node.name]
     units = [u for p in phases for u in UNITS_BY_PHASE.get(p, [])]
-    units += [f"{s}.service" for s in plan.spec.os_hardening.disable_services]
+    disabled = [f"{s}.service" for s in plan.spec.os_hardening.disable_services]
     dropin = host.files.get(SYSCTL_DROPIN)
     keys = []
     for line in (dropin.content.splitlines() if dropin else []):
@@ -92,8 +93,14 @@ def fingerprint_request(plan: Plan, node: Node, phases: list[str]) -> dict:
         if sep and not line.lstrip().startswith("#"):
             keys.append(key.strip().lstrip("-"))
     stat = STAT_ONLY + [str(plan.spec.etcd.data_dir), str(plan.spec.etcd.snapshot.directory)]
-    return {"walk": WALKED, "stat": stat, "setuid": SETUID_ONLY, "files": sorted(host.files), "sysctl": keys,
-            "units": units}
+    files = sorted(set(host.files) | set(_os_hardening_paths()) | {DPKG_STATUS})
+    return {"walk": WALKED, "stat": stat, "files": files, "sysctl": keys, "units": units, "disabled": disabled}
+
+
+def _os_hardening_paths() -> list[str]:
+    """The paths whose permissions and setuid bits os_hardening enforces, from the role's defaults."""
+    defaults = yaml.safe_load((REPO_ROOT / "roles" / "os_hardening" / "defaults" / "main.yml").read_text())
+    return [p["path"] for p in defaults["os_hardening_sensitive_paths"]] + defaults["os_hardening_setuid_remove"]
 
 
 def fingerprint_command(request: dict) -> str:
