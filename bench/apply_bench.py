@@ -5,8 +5,9 @@ Records: first converge of the 6-node lab, its no-op rerun, and the no-op rerun 
 Targets on a 2-core machine: converge < 60 s, no-op rerun < 15 s, 12-node rerun <= 1.5x the 3-node one.
 
 Each run is the command an operator runs, `hardened-cluster apply`, timed from start to exit.
-A no-op rerun is the median of RERUNS runs. For reference, the time spent inside `converge()`
-(no interpreter start-up, no spec loading) is printed as well.
+A no-op rerun is the median of RERUNS runs. The 3- and 12-node clusters run side by side in one
+lab and are rerun in turns, so that both see the same machine. For reference, the time spent
+inside `converge()` (no interpreter start-up, no spec loading) is printed as well.
 Run: sudo .venv/bin/python bench/apply_bench.py
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import yaml
 
 from hardened_cluster.core import converge
 from hardened_cluster.lab import Lab
-from hardened_cluster.lab_cli import start
+from hardened_cluster.lab_cli import spec_nodes, start
 from hardened_cluster.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,19 +35,25 @@ RERUNS = 5
 CLI = Path(sys.executable).parent / "hardened-cluster"
 
 
-def _spec_with(directory: Path, etcd: int, control_planes: int, workers: int) -> Path:
+def _spec_with(directory: Path, nodes: list[tuple[str, str, str]]) -> Path:
+    """A copy of the lab spec with these (name, address, role) nodes; gVisor and Kata on the first worker."""
     data = yaml.safe_load(LAB_SPEC.read_text())
-    nodes = [{"name": f"etcd-{i + 1}", "address": f"10.231.0.{11 + i}", "roles": ["etcd"]} for i in range(etcd)]
-    nodes += [{"name": f"cp-{i + 1}", "address": f"10.231.0.{21 + i}", "roles": ["control-plane"]}
-              for i in range(control_planes)]
-    nodes += [{"name": f"worker-{i + 1}", "address": f"10.231.0.{31 + i}", "roles": ["worker"]} for i in range(workers)]
-    data["nodes"] = nodes
-    data["runtimes"]["gvisor"]["nodes"] = ["worker-1"]
-    data["runtimes"]["kata"]["nodes"] = ["worker-1"]
+    data["nodes"] = [{"name": name, "address": address, "roles": [role]} for name, address, role in nodes]
+    first_worker = next(name for name, _, role in nodes if role == "worker")
+    data["runtimes"]["gvisor"]["nodes"] = [first_worker]
+    data["runtimes"]["kata"]["nodes"] = [first_worker]
     path = directory / f"cluster-{len(nodes)}" / "cluster.yaml"
     path.parent.mkdir()
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def _start_together(lab: Lab, specs: list[Path]) -> None:
+    """One lab with the nodes of every spec, each spec with its own known_hosts."""
+    per_spec = [spec_nodes(spec) for spec in specs]
+    keys = lab.up([node for nodes, _ in per_spec for node in nodes])
+    for nodes, known_hosts in per_spec:
+        lab.write_known_hosts(known_hosts, keys, nodes)
 
 
 def _apply(spec_path: Path, state: Path, full: bool = False) -> float:
@@ -66,19 +73,26 @@ def _timed(label: str, spec_path: Path, state: Path, full: bool = False) -> floa
     return seconds
 
 
-def _reruns(label: str, spec_path: Path, state: Path) -> float:
-    """Median of RERUNS no-op reruns of the command, and the in-process converge() for reference."""
-    seconds = statistics.median(_apply(spec_path, state) for _ in range(RERUNS))
-    loaded = load_spec(spec_path)
-    inside = []
+def _alternated_reruns(specs: dict[int, Path], states: dict[int, Path]) -> dict[int, float]:
+    """No-op reruns of each cluster in turn, RERUNS each, so that both see the same machine; medians.
+
+    For reference, the time inside converge() (no interpreter start-up, no spec loading) too.
+    """
+    runs: dict[int, list[float]] = {n: [] for n in specs}
+    inside: dict[int, list[float]] = {n: [] for n in specs}
+    loaded = {n: load_spec(path) for n, path in specs.items()}
     for _ in range(RERUNS):
-        started = time.monotonic()
-        result, _ = converge(loaded, check=False, phases=PHASES, state=state / loaded.spec.cluster.name)
-        inside.append(time.monotonic() - started)
-        if result.changed or not result.succeeded:
-            raise SystemExit(f"{label}: a no-op rerun changed {result.changed} or failed")
-    print(f"{label:<36} {seconds:6.2f} s   (inside converge(): {statistics.median(inside):.2f} s)", flush=True)
-    return seconds
+        for n, path in specs.items():
+            runs[n].append(_apply(path, states[n]))
+            started = time.monotonic()
+            result, _ = converge(loaded[n], check=False, phases=PHASES, state=states[n] / loaded[n].spec.cluster.name)
+            inside[n].append(time.monotonic() - started)
+            if result.changed or not result.succeeded:
+                raise SystemExit(f"{n} nodes: a no-op rerun changed {result.changed} or failed")
+    for n in specs:
+        print(f"{f'{n} nodes: no-op rerun':<36} {statistics.median(runs[n]):6.2f} s"
+              f"   (inside converge(): {statistics.median(inside[n]):.2f} s)", flush=True)
+    return {n: statistics.median(r) for n, r in runs.items()}
 
 
 def main() -> int:
@@ -91,18 +105,24 @@ def main() -> int:
         shutil.copy(LAB_SPEC, spec6)
         start(spec6, lab)
         first = _timed("6 nodes: first converge", spec6, work / "state6")
-        noop = _reruns("6 nodes: no-op rerun", spec6, work / "state6")
+        noop = _alternated_reruns({6: spec6}, {6: work / "state6"})[6]
         verdicts += [("first converge < 60 s", first < 60), ("no-op rerun < 15 s", noop < 15)]
         # For reference: the roles on every host, as when the plan or the role code changed.
         _timed("6 nodes: no-op rerun, --full", spec6, work / "state6", full=True)
-        reruns = {}
-        for etcd, cps, workers in ((1, 1, 1), (3, 1, 8)):
-            path = _spec_with(work, etcd, cps, workers)
-            count = etcd + cps + workers
-            start(path, lab)
-            _timed(f"{count} nodes: first converge", path, work / f"state{count}")
-            reruns[count] = _reruns(f"{count} nodes: no-op rerun", path, work / f"state{count}")
-            _timed(f"{count} nodes: no-op rerun, --full", path, work / f"state{count}", full=True)
+        # 3 and 12 nodes side by side in one lab, on separate addresses, measured in turns.
+        small = [("s-etcd-1", "10.231.0.41", "etcd"), ("s-cp-1", "10.231.0.42", "control-plane"),
+                 ("s-worker-1", "10.231.0.43", "worker")]
+        large = [(f"etcd-{i}", f"10.231.0.{10 + i}", "etcd") for i in (1, 2, 3)]
+        large += [("cp-1", "10.231.0.21", "control-plane")]
+        large += [(f"worker-{i}", f"10.231.0.{30 + i}", "worker") for i in range(1, 9)]
+        specs = {3: _spec_with(work, small), 12: _spec_with(work, large)}
+        states = {n: work / f"state{n}" for n in specs}
+        _start_together(lab, list(specs.values()))
+        for n, path in specs.items():
+            _timed(f"{n} nodes: first converge", path, states[n])
+        reruns = _alternated_reruns(specs, states)
+        for n, path in specs.items():
+            _timed(f"{n} nodes: no-op rerun, --full", path, states[n], full=True)
         ratio = reruns[12] / reruns[3]
         print(f"12-node / 3-node no-op rerun ratio: {ratio:.2f}")
         verdicts.append(("12-node rerun <= 1.5x 3-node", ratio <= 1.5))

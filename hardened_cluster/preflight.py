@@ -62,7 +62,8 @@ def connect(loaded: LoadedSpec, node: Node, timeout: float = 10.0) -> paramiko.S
     try:
         client.connect(
             str(node.address), port=port, username=spec.ssh_user(node), key_filename=str(key_file),
-            sock=_open_socket(str(node.address), port, timeout), timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, allow_agent=False, look_for_keys=False,
+            sock=_open_socket(str(node.address), port, timeout), timeout=timeout, banner_timeout=timeout,
+            auth_timeout=timeout, allow_agent=False, look_for_keys=False,
         )
     except paramiko.BadHostKeyException as exc:
         raise DeliveryError(
