@@ -21,7 +21,7 @@ import yaml
 from hardened_cluster.deliver import REPO_ROOT, host_vars
 from hardened_cluster.errors import DeliveryError
 from hardened_cluster.plan import Plan
-from hardened_cluster.preflight import ssh_run
+from hardened_cluster.preflight import Command, ssh_run
 from hardened_cluster.secrets import write_private
 from hardened_cluster.spec import LoadedSpec, Node
 
@@ -64,7 +64,6 @@ def script(request: dict) -> str:
     expression += ["-type d -printf '%p %m %U %G\\n'", "-printf '%p %m %U %G %s %T@ %C@ %l\\n'"]
     sysctls = " ".join(q("/proc/sys/" + k.replace(".", "/")) for k in request["sysctl"])
     lines = [
-        "exec </dev/null",
         "{",
         f"find {starts} -xdev " + " -o ".join(expression) + " 2>&1",
         f"grep -H '' -- {sysctls} /proc/swaps 2>&1",
@@ -75,7 +74,7 @@ def script(request: dict) -> str:
         ' then units="$units $u"; else echo "$u not installed"; fi; done',
         "systemctl is-active -- $units",
         "nft list table inet hardened_cluster 2>&1; echo \"nft $?\"",
-        "} | sha256sum",
+        "} </dev/null | sha256sum",
         f"echo {END}",
     ]
     return "\n".join(lines) + "\n"
@@ -103,9 +102,9 @@ def _os_hardening_paths() -> list[str]:
     return [p["path"] for p in defaults["os_hardening_sensitive_paths"]] + defaults["os_hardening_setuid_remove"]
 
 
-def fingerprint_command(request: dict) -> str:
+def fingerprint_command(request: dict) -> Command:
     """The command whose output is the fingerprint of what `request` names."""
-    return "exec " + shlex.join(["sudo", "-n", "sh", "-c", script(request)])
+    return Command("exec sudo -n sh -s", script(request))
 
 
 def parse_fingerprint(answer: tuple[int, str, str] | None) -> str | None:

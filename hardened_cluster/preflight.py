@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import paramiko
 
@@ -16,6 +17,13 @@ from hardened_cluster.spec import LoadedSpec, Node
 
 # /dev/kvm alone is not enough for Kata: its VMs talk to the agent over vhost-vsock.
 KATA_PROBE = "test -c /dev/kvm && test -c /dev/vhost-vsock && echo kata-capable || echo no-kvm"
+
+
+class Command(NamedTuple):
+    """A command line, and the text it reads on stdin (a script there keeps it out of sudo's log)."""
+
+    line: str
+    stdin: str = ""
 
 
 class _PromptAckSocket(socket.socket):
@@ -77,26 +85,29 @@ def connect(loaded: LoadedSpec, node: Node, timeout: float = 10.0) -> paramiko.S
     return client
 
 
-def _run(client: paramiko.SSHClient, command: str, timeout: float) -> tuple[int, str, str]:
-    _, out, err = client.exec_command(command, timeout=timeout)
+def _run(client: paramiko.SSHClient, command: Command, timeout: float) -> tuple[int, str, str]:
+    into, out, err = client.exec_command(command.line, timeout=timeout)
+    into.write(command.stdin)
+    into.channel.shutdown_write()
     stdout, stderr = out.read().decode(), err.read().decode()
     return out.channel.recv_exit_status(), stdout, stderr
 
 
-def ssh_run(loaded: LoadedSpec, node: Node, command: str, timeout: float = 30.0) -> tuple[int, str, str]:
+def ssh_run(loaded: LoadedSpec, node: Node, command: str | Command, timeout: float = 30.0) -> tuple[int, str, str]:
     """Run one command on `node`; returns exit status, stdout and stderr."""
     client = connect(loaded, node)
     try:
-        return _run(client, command, timeout)
+        return _run(client, Command(command) if isinstance(command, str) else command, timeout)
     finally:
         client.close()
 
 
-def _probe(loaded: LoadedSpec, node: Node, command: str | None) -> tuple[HostFacts, tuple[int, str, str] | None]:
+def _probe(loaded: LoadedSpec, node: Node, command: Command | None) -> tuple[HostFacts, tuple[int, str, str] | None]:
     client = connect(loaded, node)
     try:
         # One round trip: the probe's single line first, then whatever the extra command prints.
-        rc, out, err = _run(client, f"{KATA_PROBE}; {command}" if command else KATA_PROBE, 60.0)
+        probe = Command(f"{KATA_PROBE}; {command.line}", command.stdin) if command else Command(KATA_PROBE)
+        rc, out, err = _run(client, probe, 60.0)
     finally:
         client.close()
     answer, _, rest = out.partition("\n")
@@ -104,7 +115,7 @@ def _probe(loaded: LoadedSpec, node: Node, command: str | None) -> tuple[HostFac
 
 
 def preflight_with(
-    loaded: LoadedSpec, hosts: list[str] | None, commands: dict[str, str]
+    loaded: LoadedSpec, hosts: list[str] | None, commands: dict[str, Command]
 ) -> tuple[dict[str, HostFacts], dict[str, tuple[int, str, str]]]:
     """Facts per host, plus what each host's extra command answered over the same connection.
 

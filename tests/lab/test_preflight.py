@@ -3,7 +3,8 @@ import socket
 
 import pytest
 
-from hardened_cluster.preflight import connect
+from hardened_cluster.converged import END, fingerprint_command, parse_fingerprint
+from hardened_cluster.preflight import connect, ssh_run
 
 pytestmark = pytest.mark.lab
 
@@ -18,3 +19,13 @@ def test_sessions_send_small_packets_at_once(lab_spec):
         assert out.read() == b"ok\n"
     finally:
         client.close()
+
+
+def test_the_fingerprint_script_goes_on_stdin_not_into_sudos_log(lab, lab_spec):
+    node = lab_spec.spec.nodes[0]
+    request = {"walk": ["/etc/ssh"], "stat": ["/root"], "files": [], "sysctl": ["net.ipv4.ip_forward"],
+               "units": ["ssh.service"], "disabled": []}
+    assert parse_fingerprint(ssh_run(lab_spec, node, fingerprint_command(request))) is not None
+    journal = lab.lab.exec(node.name, ["journalctl", "--no-pager", "-o", "cat", "SYSLOG_IDENTIFIER=sudo"]).stdout.decode()
+    assert "COMMAND=/usr/bin/sh -s" in journal
+    assert END not in journal and "sha256sum" not in journal

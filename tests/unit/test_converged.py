@@ -54,7 +54,7 @@ def test_only_hosts_with_matching_key_and_fingerprint_are_unchanged(plan, tmp_pa
 
 
 def _fingerprint(request):
-    run = subprocess.run(["sh", "-c", script(request)], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(["sh", "-s"], input=script(request), capture_output=True, text=True, timeout=60)
     found = parse_fingerprint((run.returncode, run.stdout, run.stderr))
     assert found is not None, run.stdout[-500:] + run.stderr[-500:]
     return found
