@@ -123,6 +123,7 @@ def host_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
         "os_hardening_swap_enabled": spec.os_hardening.swap_off,
         "os_hardening_permissions_enabled": spec.os_hardening.sensitive_file_permissions,
         "os_hardening_setuid_enabled": spec.os_hardening.remove_setuid,
+        "os_hardening_motd_enabled": spec.os_hardening.remove_dynamic_motd,
         "os_hardening_services_enabled": bool(spec.os_hardening.disable_services),
         "os_hardening_disable_services": list(spec.os_hardening.disable_services),
         "ssh_hardening_enabled": spec.ssh_hardening.enabled,

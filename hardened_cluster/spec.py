@@ -240,6 +240,7 @@ class OSHardening(Model):
     swap_off: bool = True
     sensitive_file_permissions: bool = True
     remove_setuid: bool = True
+    remove_dynamic_motd: bool = True
     disable_services: list[str] = ["avahi-daemon", "cups", "rpcbind", "bluetooth"]
 
 

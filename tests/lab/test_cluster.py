@@ -79,6 +79,12 @@ def test_first_apply_converges_every_host(applied):
     assert all(r.changed > 0 for r in applied.hosts.values())
 
 
+def test_no_login_runs_dynamic_motd_scripts(applied, lab, lab_spec):
+    """Debian's pam_motd runs /etc/update-motd.d as root at every login; its stock script shows the kernel."""
+    for node in lab_spec.spec.nodes:
+        assert lab.lab.exec(node.name, ["test", "-e", "/etc/update-motd.d"], check=False).returncode == 1, node.name
+
+
 def test_etcd_cluster_healthy_over_mutual_tls(applied, lab_spec):
     health = wait_healthy(lab_spec)
     assert sorted(h["endpoint"] for h in health) == [f"https://10.231.0.1{i}:2379" for i in (1, 2, 3)]
@@ -150,6 +156,8 @@ TAMPERS = {
     "net-sysctl": ("cp-1", "sysctl -qw net.ipv4.conf.all.log_martians=0", "net.ipv4.conf.all.log_martians"),
     "sshd-dropin": ("worker-2", "echo '# tampered' >> /etc/ssh/sshd_config.d/10-hardened-cluster.conf",
                     "/etc/ssh/sshd_config.d/10-hardened-cluster.conf"),
+    "dynamic-motd": ("worker-1", "mkdir /etc/update-motd.d && printf '#!/bin/sh\\nuname -a\\n' > /etc/update-motd.d/10-uname"
+                     " && chmod 0755 /etc/update-motd.d/10-uname", "pam_motd"),
 }
 
 

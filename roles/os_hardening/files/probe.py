@@ -1,6 +1,7 @@
 """Read-only probe for the os_hardening role: what differs from the wanted state, printed as JSON.
 
-Input (argv[1], JSON): files (each with its planned sha256), dirs, sysctl (drop-in text), swap, paths, setuid, services.
+Input (argv[1], JSON): files (each with its planned sha256), dirs, sysctl (drop-in text), swap, paths, setuid, services,
+motd_dir.
 Nothing is changed here; the role fixes only what this reports.
 """
 # Sent after playbooks/files/plan_probe.py, as one script (see tasks/probe.yml): the imports,
@@ -111,6 +112,7 @@ def main():
     result["paths"] = sensitive_paths(request.get("paths", []))
     result["setuid"] = setuid(request.get("setuid", []))
     result["services"] = services(request.get("services", []))
+    result["motd_dir"] = bool(request.get("motd_dir")) and os.path.lexists(request["motd_dir"])
     print(json.dumps(result))
 
 
