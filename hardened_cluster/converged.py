@@ -64,6 +64,7 @@ def script(request: dict) -> str:
     expression += ["-type d -printf '%p %m %U %G\\n'", "-printf '%p %m %U %G %s %T@ %C@ %l\\n'"]
     sysctls = " ".join(q("/proc/sys/" + k.replace(".", "/")) for k in request["sysctl"])
     lines = [
+        "set -f",  # unit names are expanded unquoted below
         "{",
         f"find {starts} -xdev " + " -o ".join(expression) + " 2>&1",
         f"grep -H '' -- {sysctls} /proc/swaps 2>&1",
@@ -164,6 +165,7 @@ class Stamps:
         self.code = _code_digest()
 
     def requests(self, hosts: list[str]) -> dict[str, dict]:
+        """The recorded fingerprint request of each of `hosts` that has one."""
         return {h: self.data[h]["request"] for h in hosts if "request" in self.data.get(h, {})}
 
     def unchanged(self, plan: Plan, state: Path, phases: list[str], found: dict[str, str | None]) -> set[str]:
