@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from hardened_cluster.artifacts import ArtifactError
+from hardened_cluster.bundle import BundleError
 from hardened_cluster.errors import DeliveryError, SpecError
 from hardened_cluster.spec import LoadedSpec, load_spec
 
@@ -128,6 +129,13 @@ def cmd_artifacts_pin(args) -> int:
     return EXIT_OK
 
 
+def cmd_artifacts_build(args) -> int:
+    from hardened_cluster import bundle
+
+    bundle.build(args.kubernetes, args.out, progress=lambda line: print(line, flush=True))
+    return EXIT_OK
+
+
 def cmd_lab(args) -> int:
     from hardened_cluster import lab_cli
 
@@ -172,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     pin_parser = art_sub.add_parser("pin", help="print manifest pins for a Kubernetes version (needs the internet)")
     pin_parser.add_argument("--kubernetes", required=True, help="e.g. 1.36.2")
     pin_parser.set_defaults(func=cmd_artifacts_pin)
+    build_parser_ = art_sub.add_parser("build", help="build the offline bundle from the pinned Go modules (needs Go)")
+    build_parser_.add_argument("--kubernetes", default=None, help="Kubernetes version (default: the bundle's own)")
+    build_parser_.add_argument("--out", type=Path, help="bundle directory (default: under the cache)")
+    build_parser_.set_defaults(func=cmd_artifacts_build)
     p = sub.add_parser("lab", help="the built-in lab: isolated test hosts on this machine (root, Linux)")
     lab_sub = p.add_subparsers(dest="lab_command", required=True, parser_class=Parser)
     up = lab_sub.add_parser("up", help="start the lab nodes of a spec (or N generic nodes)")
@@ -194,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_INVALID
-    except (DeliveryError, ArtifactError) as exc:
+    except (DeliveryError, ArtifactError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FINDINGS
     except KeyboardInterrupt:
