@@ -1,12 +1,13 @@
-"""The port matrix: which sources reach which port on a node, by role.
+"""The port matrix: which sources reach which port on a node, and which forwarded traffic reaches pods, by role.
 
-Everything not listed is dropped by the node's nftables input chain. The ruleset template only
-formats these rules, so tests and the Pulumi program check the matrix itself.
+Everything not listed is dropped by the node's nftables input and forward chains. The ruleset template
+only formats these rules, so tests and the Pulumi program check the matrix itself.
 """
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import ClassVar
 
 from hardened_cluster.spec import Node, Spec
 
@@ -42,11 +43,54 @@ def _collapse(networks: tuple[Network, ...]) -> tuple[Network, ...]:
     return tuple(list(v4) + list(v6))
 
 
+@dataclass(frozen=True)
+class Forwarding:
+    """What a Kubernetes node forwards; everything else is dropped.
+
+    Pods reach anything (their egress is the NetworkPolicies' job) and the cluster's Kubernetes nodes
+    reach pods. A connection DNAT-ed from any address outside the Service CIDR (a NodePort, hostPort,
+    LoadBalancer or external IP, which kube-proxy or a CNI's portmap rewrite in prerouting, so the input
+    chain never sees it) reaches a pod only through the NodePort range and from `nodeport_sources`;
+    with no sources, not at all. ClusterIP connections are judged by their source like any other.
+    """
+
+    pod_cidr: Network
+    service_cidr: Network
+    nodes: tuple[Network, ...]
+    nodeport_sources: tuple[Network, ...]
+    nodeport_range: ClassVar[str] = NODEPORT_RANGE
+
+    def nodes_v(self, version: int) -> list[str]:
+        return [str(s) for s in self.nodes if s.version == version]
+
+    def nodeport_sources_v(self, version: int) -> list[str]:
+        return [str(s) for s in self.nodeport_sources if s.version == version]
+
+
+def _kube_nodes(spec: Spec) -> tuple[Network, ...]:
+    return _hosts([n for n in spec.nodes if "control-plane" in n.roles or "worker" in n.roles])
+
+
+def nodeport_sources(spec: Spec, node: Node) -> tuple[Network, ...]:
+    """Who reaches the node's NodePorts: only workers serve them, only when enabled; admins by default."""
+    if "worker" not in node.roles or not spec.firewall.nodeport_range.enabled:
+        return ()
+    return _collapse(tuple(spec.firewall.nodeport_range.sources) or tuple(spec.network.admin_cidrs))
+
+
+def node_forwarding(spec: Spec, node: Node) -> Forwarding | None:
+    """The forward chain's matrix; None on a node that runs no pods and forwards nothing."""
+    if not set(node.roles) & {"control-plane", "worker"}:
+        return None
+    return Forwarding(spec.network.pod_cidr, spec.network.service_cidr, _collapse(_kube_nodes(spec)),
+                      nodeport_sources(spec, node))
+
+
 def node_rules(spec: Spec, node: Node) -> list[Rule]:
     admins = tuple(spec.network.admin_cidrs)
     etcd = _hosts(spec.nodes_with("etcd"))
     control_plane = _hosts(spec.nodes_with("control-plane"))
-    kube_nodes = _hosts([n for n in spec.nodes if "control-plane" in n.roles or "worker" in n.roles])
+    kube_nodes = _kube_nodes(spec)
     roles = set(node.roles)
     rules = [Rule("ssh", "tcp", str(spec.ssh_port(node)), admins)]
     if "etcd" in roles:
@@ -59,8 +103,11 @@ def node_rules(spec: Spec, node: Node) -> list[Rule]:
     if roles & {"control-plane", "worker"}:
         rules.append(Rule("kubelet", "tcp", "10250", control_plane))
         rules += [Rule(f"cni-{name}", proto, port, kube_nodes) for name, proto, port in CNI_PORTS[spec.network.cni]]
-    if "worker" in roles and spec.firewall.nodeport_range.enabled:
-        rules.append(Rule("nodeports", "tcp", NODEPORT_RANGE, tuple(spec.firewall.nodeport_range.sources) or admins))
+    # Served on the host itself (kube-proxy's IPVS mode, hostNetwork pods); DNAT-ed ones are in node_forwarding.
+    nodeports = nodeport_sources(spec, node)
+    if nodeports:
+        rules.append(Rule("nodeports", "tcp", NODEPORT_RANGE, nodeports))
+        rules.append(Rule("nodeports-udp", "udp", NODEPORT_RANGE, nodeports))
     for extra in spec.firewall.extra_ports:
         if roles & set(extra.roles):
             rules.append(Rule(extra.name, extra.protocol, str(extra.port), tuple(extra.sources)))

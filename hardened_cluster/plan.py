@@ -308,15 +308,15 @@ def render_plan(
     templates: dict[str, jinja2.Template] = {}
     hosts: dict[str, HostPlan] = {}
     # A node's firewall rules depend only on its roles and SSH port; computing them per node is O(nodes^2).
-    rules: dict[tuple[tuple[str, ...], int], list[firewall.Rule]] = {}
+    rules: dict[tuple[tuple[str, ...], int], tuple[list[firewall.Rule], firewall.Forwarding | None]] = {}
     for node in loaded.spec.nodes:
         files: dict[str, PlannedFile] = {}
         notes: list[str] = []
         shape = (tuple(sorted(node.roles)), ctx.spec.ssh_port(node))
         if shape not in rules:
-            rules[shape] = firewall.node_rules(ctx.spec, node)
-        variables = {"spec": ctx.spec, "ctx": ctx, "node": node, "rules": rules[shape],
-                     "runtimes": ctx.runtimes_on(node)}
+            rules[shape] = firewall.node_rules(ctx.spec, node), firewall.node_forwarding(ctx.spec, node)
+        variables = {"spec": ctx.spec, "ctx": ctx, "node": node, "rules": rules[shape][0],
+                     "forwarding": rules[shape][1], "runtimes": ctx.runtimes_on(node)}
         for rule in FILES:
             if not rule.when(ctx, node):
                 continue
