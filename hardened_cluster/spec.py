@@ -8,15 +8,18 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import errno
 import ipaddress
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import paramiko
 import yaml
 from pydantic import (
+    BeforeValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,15 +27,30 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
+from hardened_cluster import spec_rules
 from hardened_cluster.errors import SpecError, SpecIssue
+from hardened_cluster.spec_limits import LOADER, MAX_BYTES, document_issues
+from hardened_cluster.spec_text import HIDDEN, key_path, shown
+
+
+def _not_bool(value: Any) -> Any:
+    # pydantic takes true for 1; YAML's true where a number belongs is a mistake
+    if isinstance(value, bool):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+NotBool = BeforeValidator(_not_bool)
+
 
 SUPPORTED_KUBERNETES_MINORS = (33, 34, 35, 36, 37)
 KEY_LENGTHS = {"aescbc": (16, 24, 32), "aesgcm": (16, 24, 32), "secretbox": (32,)}
 ROLES = ("etcd", "control-plane", "worker")
 
 DnsLabel = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
-Port = Annotated[int, Field(ge=1, le=65535)]
+Port = Annotated[int, NotBool, Field(ge=1, le=65535)]
 
 
 class Model(BaseModel):
@@ -127,7 +145,7 @@ class Network(Model):
 class Snapshot(Model):
     enabled: bool = True
     schedule: str = "*-*-* 02:00:00"
-    retention: Annotated[int, Field(ge=1, le=365)] = 7
+    retention: Annotated[int, NotBool, Field(ge=1, le=365)] = 7
     directory: Path = Path("/var/backups/etcd")
     encryption_key: SecretRef | None = None
 
@@ -138,8 +156,8 @@ class Etcd(Model):
     client_port: Port = 2379
     peer_port: Port = 2380
     snapshot: Snapshot = Snapshot()
-    heartbeat_interval_ms: Annotated[int, Field(ge=10, le=5000)] = 100
-    election_timeout_ms: Annotated[int, Field(ge=50, le=50000)] = 1000
+    heartbeat_interval_ms: Annotated[int, NotBool, Field(ge=10, le=5000)] = 100
+    election_timeout_ms: Annotated[int, NotBool, Field(ge=50, le=50000)] = 1000
 
 
 class EncryptionKey(Model):
@@ -168,9 +186,9 @@ class AuditWebhook(Model):
 class Audit(Model):
     level: Literal["Metadata", "Request", "RequestResponse"] = "Metadata"
     log_path: Path = Path("/var/log/kubernetes/audit/audit.log")
-    max_age: Annotated[int, Field(ge=1)] = 30
-    max_backup: Annotated[int, Field(ge=1)] = 10
-    max_size: Annotated[int, Field(ge=1)] = 100
+    max_age: Annotated[int, NotBool, Field(ge=1, le=3650)] = 30  # days
+    max_backup: Annotated[int, NotBool, Field(ge=1, le=1000)] = 10
+    max_size: Annotated[int, NotBool, Field(ge=1, le=10240)] = 100  # MB
     webhook: AuditWebhook | None = None
 
 
@@ -187,9 +205,9 @@ class PodSecurity(Model):
 
 class EventRateLimitEntry(Model):
     type: Literal["Server", "Namespace", "User", "SourceAndObject"]
-    qps: Annotated[int, Field(ge=1)]
-    burst: Annotated[int, Field(ge=1)]
-    cache_size: Annotated[int, Field(ge=1)] | None = None
+    qps: Annotated[int, NotBool, Field(ge=1, le=100_000)]
+    burst: Annotated[int, NotBool, Field(ge=1, le=1_000_000)]
+    cache_size: Annotated[int, NotBool, Field(ge=1, le=1_000_000)] | None = None
 
 
 class Admission(Model):
@@ -233,6 +251,8 @@ class NodePortRange(Model):
 class Firewall(Model):
     nodeport_range: NodePortRange = NodePortRange()
     extra_ports: list[ExtraPort] = []
+    # Sources shorter than /8 (IPv6 /16) for extra_ports or the NodePort range are refused without this.
+    i_accept_ports_open_to_the_internet: bool = False
 
 
 class OSHardening(Model):
@@ -246,8 +266,9 @@ class OSHardening(Model):
 
 class SSHHardening(Model):
     enabled: bool = True
-    max_auth_tries: Annotated[int, Field(ge=1, le=10)] = 3
-    client_alive_interval: Annotated[int, Field(ge=0)] = 300
+    max_auth_tries: Annotated[int, NotBool, Field(ge=1, le=10)] = 3
+    # 0 would turn off sshd's idle timeout
+    client_alive_interval: Annotated[int, NotBool, Field(ge=1, le=3600)] = 300
     allow_tcp_forwarding: bool = False
 
 
@@ -307,14 +328,7 @@ class LoadedSpec(BaseModel):
         return self.path.parent if self.path else Path.cwd()
 
 
-def _path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
+_path = key_path
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -352,6 +366,8 @@ def validation_issues(error: ValidationError) -> list[SpecIssue]:
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS)))
         path = _path(loc)
         kind, value = err["type"], err.get("input")
+        if _SECRET_KEYS & {p for p in loc if isinstance(p, str)}:
+            value = HIDDEN
         if kind == "extra_forbidden":
             model = _model_at(loc)
             allowed = sorted((f.alias or n) for n, f in model.model_fields.items()) if model else []
@@ -364,7 +380,9 @@ def validation_issues(error: ValidationError) -> list[SpecIssue]:
         elif kind == "missing":
             issues.append(SpecIssue(path, "required key is missing"))
         elif kind == "literal_error":
-            issues.append(SpecIssue(path, f"{_shown(value)} is not allowed; {err['msg'].replace('Input should be', 'allowed:')}"))
+            allowed = [str(a) for a in err.get("ctx", {}).get("expected", "").replace("'", "").replace(" or ", ", ").split(", ")]
+            hint = spec_rules.did_you_mean(value, allowed) if isinstance(value, str) else ""
+            issues.append(SpecIssue(path, f"{_shown(value)} is not allowed; {err['msg'].replace('Input should be', 'allowed:')}{hint}"))
         elif kind in ("ip_v4_network", "ip_v6_network"):
             issues.append(SpecIssue(path, _network_message(value)))
         elif kind in ("ip_v4_address", "ip_v6_address"):
@@ -405,6 +423,9 @@ def validation_issues(error: ValidationError) -> list[SpecIssue]:
     return _dedupe([i for i in issues if not (i.path in suggested and i.message == "required key is missing")])
 
 
+# Keys whose values hold or reference key material: messages about them never show the value.
+_SECRET_KEYS = {"secret", "encryption_key", "private_key_file"}
+
 # Pydantic names union members in error locations; they are not key paths.
 _UNION_TAGS = {"IPv4Network", "IPv6Network", "IPv4Address", "IPv6Address", "int", "str", "bool"}
 
@@ -418,17 +439,7 @@ _PATTERNS = {
 }
 
 
-def _shown(value: Any) -> str:
-    """A short rendering of a YAML value for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, str):
-        return repr(value)
-    return {list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+_shown = shown
 
 
 def _network_message(value: Any) -> str:
@@ -494,6 +505,10 @@ def _secret_ref_issues(ref: SecretRef, path: str, base_dir: Path) -> list[SpecIs
         return [SpecIssue(path, f"set exactly one of env, file or generated: true (got {', '.join(chosen) or 'none'})")]
     if ref.generated:
         return []
+    if ref.file:
+        problem = file_problem(ref.file, base_dir)
+        if problem:
+            return [SpecIssue(path, problem)]
     try:
         value = read_secret(ref, base_dir)
     except UnicodeDecodeError:
@@ -508,6 +523,21 @@ def _secret_ref_issues(ref: SecretRef, path: str, base_dir: Path) -> list[SpecIs
     if not value.strip():
         return [SpecIssue(path, f"{ref.describe()} is empty")]
     return []
+
+
+def file_problem(file: Path, base_dir: Path) -> str | None:
+    """What keeps a file named in the spec from being read, exactly: missing, a directory, not a file."""
+    path = file.expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return f"file {path} does not exist" if exc.errno == errno.ENOENT else f"file {path} cannot be read: {exc.strerror}"
+    if stat.S_ISDIR(mode):
+        return f"file {path} is a directory, not a file"
+    if not stat.S_ISREG(mode):
+        return f"file {path} is not a regular file"
+    return None
 
 
 def _key_issues(spec: Spec, base_dir: Path) -> list[SpecIssue]:
@@ -572,10 +602,19 @@ def _known_hosts(spec: Spec, base_dir: Path) -> tuple[dict[str, str], list[SpecI
         return {}, []
     path = spec.ssh.known_hosts.expanduser()
     path = path if path.is_absolute() else base_dir / path
-    if not path.is_file():
-        return {}, [SpecIssue("ssh.known_hosts", f"file {path} does not exist (for the lab, run: hardened-cluster lab up)")]
+    problem = file_problem(path, base_dir)
+    if problem:
+        missing = " (for the lab, run: hardened-cluster lab up)" if problem.endswith("does not exist") else ""
+        return {}, [SpecIssue("ssh.known_hosts", problem + missing)]
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or "not UTF-8 text"
+        return {}, [SpecIssue("ssh.known_hosts", f"file {path} cannot be read: {why}")]
+    if not text.strip():
+        return {}, [SpecIssue("ssh.known_hosts", f"file {path} is empty (for the lab, run: hardened-cluster lab up)")]
     found: dict[str, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         hosts, _, key = line.partition(" ")
@@ -741,12 +780,16 @@ def parse_spec(data: Any, path: Path | None = None, source: str = "") -> LoadedS
     issues += _network_issues(spec)
     issues += _key_issues(spec, base_dir)
     issues += _other_issues(spec, base_dir)
+    # One issue per key: a rule's finding where an earlier check already spoke would repeat it.
+    taken = {issue.path for issue in issues}
+    issues += _dedupe([i for i in spec_rules.reference_issues(spec) + spec_rules.semantic_issues(spec)
+                       if i.path not in taken])
     if issues:
         raise SpecError(issues, source)
     return LoadedSpec(spec=spec, path=path, host_keys=host_keys)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeys:
     """safe_load that rejects a key given twice in one mapping instead of keeping the last value."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -763,16 +806,36 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+class _UniqueKeyLoader(_UniqueKeys, LOADER):
+    pass
+
+
+class _ExplainingLoader(_UniqueKeys, yaml.SafeLoader):
+    pass
+
+
 def load_spec(path: Path | str) -> LoadedSpec:
     path = Path(path)
     try:
+        info = path.stat()
+        if stat.S_ISREG(info.st_mode) and info.st_size > MAX_BYTES:
+            raise SpecError([SpecIssue("", f"the document is {info.st_size:,} bytes; at most {MAX_BYTES:,} are read")],
+                            str(path))
+        if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
+            raise SpecError([SpecIssue("", "cannot read spec: not a regular file")], str(path))
         text = path.read_text()
     except OSError as exc:
         raise SpecError([SpecIssue("", f"cannot read spec: {exc.strerror}")], str(path)) from None
     except UnicodeDecodeError as exc:
         raise SpecError([SpecIssue("", f"cannot read spec: not UTF-8 text (byte {exc.start})")], str(path)) from None
+    limits = document_issues(text)
+    if limits:
+        raise SpecError(limits, str(path))
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        try:
+            data = yaml.load(text, Loader=_UniqueKeyLoader)
+        except yaml.YAMLError:
+            data = yaml.load(text, Loader=_ExplainingLoader)  # the pure-Python parser's messages are clearer
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

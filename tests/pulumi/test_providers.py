@@ -190,7 +190,7 @@ def test_an_update_tears_down_only_the_hosts_that_left(tmp_path, sample_doc, mon
 
 
 def test_etcd_teardown_refuses_to_wipe_a_shallow_data_dir(tmp_path, sample_doc):
-    doc = {**sample_doc, "etcd": {**sample_doc["etcd"], "data_dir": "/var"}}
+    doc = {**sample_doc, "etcd": {**sample_doc["etcd"], "data_dir": "/etcd"}}
     with pytest.raises(TierError, match="too close to /"):
         EtcdTierProvider().delete("id", tier_props(tmp_path, doc, tier="etcd", phase="etcd", hosts=["etcd-1"]))
 

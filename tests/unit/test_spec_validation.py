@@ -178,9 +178,21 @@ def _sample() -> dict:
     return yaml.safe_load(SAMPLE.read_text())
 
 
+def _ipv6_sample() -> dict:
+    """The sample on IPv6 throughout: a cluster uses one address family."""
+    data = _sample()
+    data["network"].update(node_cidrs=["fd00:20::/64"], pod_cidr="fd00:244::/56", service_cidr="fd00:96::/112",
+                           admin_cidrs=["fd00:25::/64"])
+    for node in data["nodes"]:
+        node["address"] = "fd00:20::" + node["address"].rpartition(".")[2]
+    for port in data["firewall"]["extra_ports"]:
+        port["sources"] = ["fd00:25::/64"]
+    return data
+
+
 @pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
 def test_open_admin_cidr_is_accepted_when_acknowledged(cidr):
-    data = _sample()
+    data = _ipv6_sample() if ":" in cidr else _sample()
     data["network"]["admin_cidrs"] = [cidr]
     data["network"]["i_accept_api_and_ssh_open_to_the_internet"] = True
     loaded = parse_spec(data, SAMPLE)
@@ -225,7 +237,7 @@ def test_kms_v2_with_kms_and_no_keys_is_accepted():
 
 @pytest.mark.parametrize("endpoint", ["api.prod-eu1.example.com:6443", "10.20.0.21:6443", "[2001:db8::1]:6443"])
 def test_control_plane_endpoint_forms_that_are_accepted(endpoint):
-    data = _sample()
+    data = _ipv6_sample() if "[" in endpoint else _sample()
     data["cluster"]["control_plane_endpoint"] = endpoint
     assert parse_spec(data, SAMPLE).spec.cluster.control_plane_endpoint == endpoint
 
