@@ -14,6 +14,8 @@ share it.
 """
 from __future__ import annotations
 
+import re
+import shlex
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ KUBELET_STRONG_CIPHERS = frozenset({
     "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
 })
 STRONG_ENCRYPTION_PROVIDERS = ("aescbc", "kms", "secretbox")  # 1.2.28
+SECRETS_RESOURCES = frozenset({"secrets", "*.", "*.*"})  # encryption config names that cover Secrets
 # Paths anonymous requests may reach under 1.2.1: kubeadm's static-pod probes and the
 # cluster-info ConfigMap `kubeadm join` reads before it has credentials.
 ANONYMOUS_PATHS_ALLOWED = frozenset({
@@ -347,6 +350,9 @@ class _Check:
         }
         if kubelet_file is None:
             results |= {f"4.2.{i}": ("FAIL", f"{KUBELET_CONFIG} is not planned") for i in range(1, 15) if i != 7}
+        elif not _kubelet_reads_config(host):
+            results |= {f"4.2.{i}": ("FAIL", f"the kubelet unit does not start it with --config={KUBELET_CONFIG}: "
+                                             "it runs on its flag defaults") for i in range(1, 15) if i != 7}
         else:
             if kubelet_file.sha256 not in self.kubelet_results:
                 self.kubelet_results[kubelet_file.sha256] = _kubelet(kubelet)
@@ -411,8 +417,7 @@ def _apiserver(flags: dict[str, str], read: Callable[[str], list[Any] | None]) -
         "1.2.17": _at_least(flags, "audit-log-maxage", 30),
         "1.2.18": _at_least(flags, "audit-log-maxbackup", 10),
         "1.2.19": _at_least(flags, "audit-log-maxsize", 100),
-        "1.2.20": ("PASS", f"--request-timeout={flags['request-timeout']}") if "request-timeout" in flags
-        else ("PASS", "--request-timeout not set: default 1m0s"),
+        "1.2.20": _request_timeout(flags.get("request-timeout")),
         "1.2.21": _result(flags.get("service-account-lookup", "true") == "true",
                           f"--service-account-lookup={flags.get('service-account-lookup', '(unset: true)')}"),
         "1.2.22": _set(flags, "service-account-key-file"),
@@ -468,29 +473,82 @@ def _providers(flags: dict[str, str], read: Callable[[str], list[Any] | None]) -
     firsts = []
     for entry in docs[0].get("resources") or []:
         providers = entry.get("providers") or [{}]
-        firsts.append((",".join(entry.get("resources") or []), next(iter(providers[0]), "none")))
-    weak = [f"{res}: {provider}" for res, provider in firsts if provider not in STRONG_ENCRYPTION_PROVIDERS]
+        firsts.append((entry.get("resources") or [], next(iter(providers[0]), "none")))
+    weak = [f"{','.join(res)}: {provider}" for res, provider in firsts if provider not in STRONG_ENCRYPTION_PROVIDERS]
     if not firsts or weak:
         return "FAIL", "first provider not one of aescbc, kms, secretbox: " + ("; ".join(weak) or "no resources")
-    return "PASS", "; ".join(f"{res}: {provider}" for res, provider in firsts)
+    # The API server stores a resource with the first entry that names it; "*." is the core group, "*.*" all.
+    if not any(r in SECRETS_RESOURCES for res, _ in firsts for r in res):
+        return "FAIL", f"{path} leaves Secrets out: " + "; ".join(",".join(res) for res, _ in firsts)
+    return "PASS", "; ".join(f"{','.join(res)}: {provider}" for res, provider in firsts)
 
 
 def _controller_manager(flags: dict[str, str]) -> dict[str, Result]:
-    gates = _csv(flags.get("feature-gates"))
+    rotate = _feature_gates(flags.get("feature-gates")).get("RotateKubeletServerCertificate", True)
     return {
         "1.3.1": _set(flags, "terminated-pod-gc-threshold"),
         "1.3.2": _equals(flags, "profiling", "false"),
         "1.3.3": _equals(flags, "use-service-account-credentials", "true"),
         "1.3.4": _set(flags, "service-account-private-key-file"),
         "1.3.5": _set(flags, "root-ca-file"),
-        "1.3.6": _result("RotateKubeletServerCertificate=false" not in gates,
+        "1.3.6": _result(rotate is True,
                          f"--feature-gates={flags.get('feature-gates', '(unset: RotateKubeletServerCertificate on)')}"),
         "1.3.7": _equals(flags, "bind-address", "127.0.0.1"),
     }
 
 
+def _go_bool(value: str) -> bool | None:
+    """Go's strconv.ParseBool, which components use for flag and feature-gate values."""
+    return {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
+            "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}.get(value.strip())
+
+
+def _feature_gates(value: str | None) -> dict[str, bool | None]:
+    gates = {}
+    for pair in _csv(value):
+        name, _, setting = pair.partition("=")
+        gates[name.strip()] = _go_bool(setting)
+    return gates
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def _request_timeout(value: str | None) -> Result:
+    """1.2.20: any positive timeout is "appropriate"; 0 turns the timeout off."""
+    if value is None:
+        return "PASS", "--request-timeout not set: default 1m0s"
+    text = value.strip()
+    parts = _DURATION.findall(text)
+    if text == "0":
+        return "FAIL", "--request-timeout=0: no timeout"
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return "FAIL", f"--request-timeout={value} is not a duration"
+    seconds = sum(float(n) * _SECONDS[u] for n, u in parts)
+    return _result(seconds > 0, f"--request-timeout={value}")
+
+
 def _scheduler(flags: dict[str, str]) -> dict[str, Result]:
     return {"1.4.1": _equals(flags, "profiling", "false"), "1.4.2": _equals(flags, "bind-address", "127.0.0.1")}
+
+
+def _kubelet_reads_config(host: HostPlan) -> bool:
+    """Whether the kubelet's effective ExecStart (the drop-in's, else the unit's) passes --config=KUBELET_CONFIG."""
+    environment: dict[str, str] = {}
+    command = ""
+    for file in _planned(host, KUBELET_UNITS):
+        for line in (file.content if file else "").splitlines():
+            key, _, value = line.strip().partition("=")
+            if key == "Environment":
+                for assignment in shlex.split(value):
+                    name, _, setting = assignment.partition("=")
+                    environment[name] = setting
+            elif key == "ExecStart" and value:
+                command = value
+    argv = shlex.split(re.sub(r"\$\{?(\w+)\}?", lambda m: environment.get(m.group(1), ""), command))
+    return f"--config={KUBELET_CONFIG}" in argv or any(
+        a == "--config" and b == KUBELET_CONFIG for a, b in zip(argv, argv[1:]))
 
 
 def _kubelet(config: dict) -> dict[str, Result]:
@@ -523,8 +581,11 @@ def _kubelet(config: dict) -> dict[str, Result]:
         "4.2.8": _result(qps is None or qps >= 0, f"eventRecordQPS: {qps if qps is not None else '(unset: 50)'}"),
         "4.2.9": serving,
         "4.2.10": _result(rotate is not False, f"rotateCertificates: {str(rotate).lower() if rotate is not None else '(unset)'}"),
-        "4.2.11": _result(gate is not False, f"featureGates.RotateKubeletServerCertificate: "
-                                             f"{str(gate).lower() if gate is not None else '(unset: on)'}"),
+        # The gate only rotates a serving certificate the kubelet requests through the CSR API.
+        "4.2.11": _result(gate is not False and config.get("serverTLSBootstrap") is True,
+                          f"featureGates.RotateKubeletServerCertificate: "
+                          f"{str(gate).lower() if gate is not None else '(unset: on)'}, serverTLSBootstrap: "
+                          f"{str(config.get('serverTLSBootstrap', False)).lower()}"),
         "4.2.12": _ciphers(config.get("tlsCipherSuites") or [], KUBELET_STRONG_CIPHERS, "tlsCipherSuites"),
         "4.2.13": _result(isinstance(pids, int) and pids > 0, f"podPidsLimit: {pids if pids is not None else '(unset)'}"),
         "4.2.14": _result(seccomp is True, f"seccompDefault: {str(seccomp).lower() if seccomp is not None else '(unset)'}"),
