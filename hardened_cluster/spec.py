@@ -45,6 +45,17 @@ def _not_bool(value: Any) -> Any:
 NotBool = BeforeValidator(_not_bool)
 
 
+def _reference(value: Any) -> Any:
+    # Refused before anything names the file: a message would show the key it holds.
+    if isinstance(value, str) and spec_rules.looks_like_key_material(value):
+        raise ValueError(spec_rules.INLINE_KEY)
+    return value
+
+
+FileRef = Annotated[Path, BeforeValidator(_reference)]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")]
+
+
 SUPPORTED_KUBERNETES_MINORS = (33, 34, 35, 36, 37)
 KEY_LENGTHS = {"aescbc": (16, 24, 32), "aesgcm": (16, 24, 32), "secretbox": (32,)}
 ROLES = ("etcd", "control-plane", "worker")
@@ -60,8 +71,8 @@ class Model(BaseModel):
 class SecretRef(Model):
     """Where a secret comes from. Its value is never written in the spec."""
 
-    env: str | None = None
-    file: Path | None = None
+    env: EnvName | None = None
+    file: FileRef | None = None
     generated: bool = False
 
     def describe(self) -> str:
@@ -89,8 +100,8 @@ class Node(Model):
 class SSH(Model):
     user: str = "hcadmin"
     port: Port = 22
-    private_key_file: Path = Path("~/.ssh/id_ed25519")
-    known_hosts: Path | None = None
+    private_key_file: FileRef = Path("~/.ssh/id_ed25519")
+    known_hosts: FileRef | None = None
 
 
 class Cluster(Model):
@@ -436,6 +447,7 @@ _PATTERNS = {
     "(e.g. cluster.local)",
     Kms.model_fields["endpoint"].metadata[0].pattern: "a unix socket URL, e.g. unix:///run/kms/plugin.sock",
     Kms.model_fields["timeout"].metadata[0].pattern: "a duration such as 500ms, 3s or 1m",
+    EnvName.__metadata__[0].pattern: "an environment variable name: letters, digits and '_', not starting with a digit",
 }
 
 
@@ -782,8 +794,7 @@ def parse_spec(data: Any, path: Path | None = None, source: str = "") -> LoadedS
     issues += _other_issues(spec, base_dir)
     # One issue per key: a rule's finding where an earlier check already spoke would repeat it.
     taken = {issue.path for issue in issues}
-    issues += _dedupe([i for i in spec_rules.reference_issues(spec) + spec_rules.semantic_issues(spec)
-                       if i.path not in taken])
+    issues += _dedupe([i for i in spec_rules.semantic_issues(spec) if i.path not in taken])
     if issues:
         raise SpecError(issues, source)
     return LoadedSpec(spec=spec, path=path, host_keys=host_keys)

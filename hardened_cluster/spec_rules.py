@@ -71,7 +71,6 @@ ENCRYPTABLE = (
     "endpointslices.discovery.k8s.io", "*.", "*.*", "*.apps", "*.batch",
 )
 _KEY_MATERIAL = re.compile(r"PRIVATE KEY|-----BEGIN|b3BlbnNzaC1rZXktdjE|[\n\r]|[A-Za-z0-9+/=]{200}")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 _DURATION = re.compile(r"(\d{1,9})(ms|s|m)")
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000}
 
@@ -127,7 +126,8 @@ def _size_issues(spec: Spec) -> list[SpecIssue]:
     if pod.version == net.node_cidrs[0].version and not mask - 16 <= pod.prefixlen <= needed:
         have = 2 ** (mask - pod.prefixlen) if pod.prefixlen <= mask else 0
         issues.append(SpecIssue("network.pod_cidr", (
-            f"{pod} holds {have} per-node /{mask} subnets for {kube} Kubernetes nodes; allowed: /{mask - 16} to /{needed}"
+            f"{pod} has room for {have} per-node /{mask} subnet{'s' if have != 1 else ''} but there are {kube} "
+            f"Kubernetes nodes; allowed: /{mask - 16} to /{needed}"
             if pod.prefixlen >= mask - 16 else
             f"{pod} is more than 16 bits shorter than the per-node /{mask} subnets kube-controller-manager "
             f"allocates; allowed: /{mask - 16} to /{needed}")))
@@ -185,7 +185,7 @@ def _name_issues(spec: Spec) -> list[SpecIssue]:
             issues.append(SpecIssue(f"namespaces[{i}].name", f"'{ns.name}' is a Kubernetes system namespace "
                                     "(kube-*); its pods run privileged and a default-deny policy would cut DNS"))
     for j, name in enumerate(pss.exempt_namespaces):
-        if name in declared and spec.namespaces[declared[name]].pod_security != "privileged":
+        if name in declared and not name.startswith("kube-") and spec.namespaces[declared[name]].pod_security != "privileged":
             level = spec.namespaces[declared[name]].pod_security
             issues.append(SpecIssue(f"admission.pod_security.exempt_namespaces[{j}]", (
                 f"'{name}' is namespaces[{declared[name]}] with pod_security {level}; an exempt namespace is "
@@ -401,23 +401,5 @@ def _exposure_issues(spec: Spec) -> list[SpecIssue]:
     return issues
 
 
-def reference_issues(spec: Spec) -> list[SpecIssue]:
-    """Secret references and key files that hold something other than a reference; values never shown."""
-    refs = [(f"encryption.keys[{i}].secret", k.secret) for i, k in enumerate(spec.encryption.keys)]
-    if spec.etcd.snapshot.encryption_key is not None:
-        refs.append(("etcd.snapshot.encryption_key", spec.etcd.snapshot.encryption_key))
-    issues = []
-    for path, ref in refs:
-        if ref.env is not None and not _ENV_NAME.fullmatch(ref.env):
-            issues.append(SpecIssue(f"{path}.env", "is not an environment variable name (letters, digits, '_'); "
-                                    "the value is not shown, as it may be the secret itself"))
-        elif ref.file is not None and looks_like_key_material(str(ref.file)):
-            issues.append(SpecIssue(f"{path}.file", _INLINE))
-    for path, file in (("ssh.private_key_file", spec.ssh.private_key_file), ("ssh.known_hosts", spec.ssh.known_hosts)):
-        if file is not None and looks_like_key_material(str(file)):
-            issues.append(SpecIssue(path, _INLINE))
-    return issues
-
-
-_INLINE = ("looks like key material pasted inline (not shown); write it to a file (mode 0600) and give that "
-           "file's path here")
+INLINE_KEY = ("looks like key material pasted inline (not shown); write it to a file (mode 0600) and give that "
+              "file's path here")

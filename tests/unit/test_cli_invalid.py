@@ -135,7 +135,7 @@ def guarded(tmp_path):
 
 
 def _corpus(stem: str) -> Path:
-    matches = [p for p in FILES if p.stem[3:] == stem]
+    matches = [p for p in FILES if p.stem.split("-", 1)[1] == stem]
     assert len(matches) == 1, f"no corpus file named NN-{stem}.yaml"
     return matches[0]
 
