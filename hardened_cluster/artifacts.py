@@ -1,9 +1,10 @@
-"""Release artifacts (kubeadm, kubelet, kubectl, crictl, CNI plugins, gVisor, Kata), checksum-verified.
+"""Artifacts the roles install (etcd, kubeadm, kubelet, kubectl, crictl, CNI plugins, gVisor, Kata), checksum-verified.
 
-`artifacts/manifest.yaml` pins every artifact's version and digest per Kubernetes minor and
-architecture. `fetch` puts one artifact into the controller's cache from a `Source` (upstream
-release URLs, an HTTP mirror or a local directory) and refuses it unless the digest matches, so the
-roles only ever copy verified files to the hosts.
+`artifacts/manifest.yaml` pins every release artifact's version and digest per Kubernetes minor and
+architecture; an offline bundle (`hardened_cluster.bundle`) records its own in `bundle.json`.
+`fetch` puts one artifact into the controller's cache from a `Source` (upstream release URLs, an HTTP
+mirror, a local directory or a bundle) and refuses it unless the digest matches, so the roles only
+ever copy verified files to the hosts.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Literal
 
 import yaml
 
+from hardened_cluster import bundle
 from hardened_cluster.plan import REPO_ROOT, HostPlan, Plan
 from hardened_cluster.spec import Spec
 
@@ -33,6 +35,10 @@ KUBERNETES_BINARIES = ("kubeadm", "kubelet", "kubectl")
 RUNTIME_TOOLS = ("crictl", "cni-plugins")
 GVISOR = ("runsc", "containerd-shim-runsc-v1")
 KATA = ("kata",)
+ETCD = ("etcd", "etcdctl", "etcdutl")
+# A bundle holds what Go modules build; gVisor and Kata are not among them (Debian's runsc serves
+# the bundle's nodes as it serves the distro's).
+NOT_IN_BUNDLE = GVISOR + KATA
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 DOWNLOAD_TIMEOUT = 60.0
 CHUNK = 1 << 20
@@ -68,11 +74,11 @@ class Entry:
 class Source:
     """Where artifacts come from: upstream release URLs, an HTTP mirror, a local directory, or Debian."""
 
-    kind: Literal["release", "mirror", "directory", "distro"] = "release"
-    location: str | None = None  # mirror base URL or directory path
+    kind: Literal["release", "mirror", "directory", "distro", "bundle"] = "release"
+    location: str | None = None  # mirror base URL, directory or bundle path
 
     def __post_init__(self) -> None:
-        if self.kind in ("mirror", "directory") and not self.location:
+        if self.kind in ("mirror", "directory", "bundle") and not self.location:
             raise ValueError(f"a {self.kind} artifact source needs a location")
 
     def describe(self) -> str:
@@ -80,7 +86,9 @@ class Source:
 
 
 def source_for(spec: Spec) -> Source:
-    """The spec's artifact source (`runtimes.artifacts`)."""
+    """The spec's artifact source (`runtimes.artifacts`, and `runtimes.bundle` for a bundle)."""
+    if spec.runtimes.artifacts == "bundle":
+        return Source("bundle", str(spec.runtimes.bundle))
     return Source(spec.runtimes.artifacts)
 
 
@@ -136,6 +144,9 @@ INSTALL = {
     "kubeadm": "/usr/local/bin/kubeadm",
     "kubelet": "/usr/local/bin/kubelet",
     "kubectl": "/usr/local/bin/kubectl",
+    "etcd": "/usr/local/bin/etcd",
+    "etcdctl": "/usr/local/bin/etcdctl",
+    "etcdutl": "/usr/local/bin/etcdutl",
     "crictl": "/usr/local/bin",
     "cni-plugins": "/opt/cni/bin",
     "runsc": "/usr/local/bin/runsc",
@@ -153,27 +164,51 @@ def handlers(host: HostPlan) -> list[str]:
     return list(cri["containerd"]["runtimes"])
 
 
-def names_for(phases: Iterable[str], runtime_handlers: Iterable[str]) -> list[str]:
+def names_for(phases: Iterable[str], runtime_handlers: Iterable[str], etcd_member: bool = False,
+              source: str = "release") -> list[str]:
     """The artifacts the given phases install on a node whose containerd has these handlers."""
     phases, runtime_handlers = set(phases), set(runtime_handlers)
     names: list[str] = []
+    if "etcd" in phases and etcd_member:
+        # A release has one tarball of all three; a bundle has each binary and the upgrade steps.
+        names += ETCD + bundle.ETCD_UPGRADE_STEPS if source == "bundle" else ETCD[:1]
     if "runtime" in phases and runtime_handlers:
         names += RUNTIME_TOOLS
         names += GVISOR if "runsc" in runtime_handlers else ()
         names += KATA if "kata" in runtime_handlers else ()
     if "kubernetes" in phases and runtime_handlers:
         names += KUBERNETES_BINARIES
+    if source == "bundle":
+        names = [n for n in names if n not in NOT_IN_BUNDLE or n in KATA]
     return names
+
+
+def bundle_entry(name: str, spec: Spec, arch: str = "amd64") -> Entry:
+    """The entry for `name` from the spec's bundle manifest (its sha256 as recorded by the build)."""
+    try:
+        built = bundle.load(spec.runtimes.bundle)
+    except bundle.BundleError as exc:
+        raise ArtifactError(str(exc)) from None
+    a = built.artifacts.get(name)
+    if a is None or name in KATA:
+        raise ArtifactError(f"{name} is not in the bundle at {spec.runtimes.bundle}"
+                            + (": Kata is not built from Go modules; leave the node out of runtimes.kata.nodes"
+                               if name in KATA else ""))
+    return Entry(name=name, version=a.version.lstrip("v"), arch=arch, digest=f"sha256:{a.sha256}",
+                 url=a.file, checksum_url=None, file=Path(a.file).name,
+                 format="tar.gz" if a.file.endswith(".tar.gz") else "binary")
 
 
 def entries_for(spec: Spec, names: Iterable[str], arch: str = "amd64", manifest: Path = MANIFEST) -> list[Entry]:
     """Pinned entries for `names`; the Kubernetes binaries must match the spec's version exactly."""
     out = []
+    from_bundle = spec.runtimes.artifacts == "bundle"
     for name in names:
-        e = entry(name, spec.cluster.minor, arch, manifest)
+        e = bundle_entry(name, spec, arch) if from_bundle else entry(name, spec.cluster.minor, arch, manifest)
         if name in KUBERNETES_BINARIES and e.version != spec.cluster.kubernetes_version:
             raise ArtifactError(
-                f"{manifest.name} pins {name} {e.version} for Kubernetes 1.{spec.cluster.minor}, but "
+                f"{'the bundle at ' + str(spec.runtimes.bundle) + ' has' if from_bundle else manifest.name + ' pins'} "
+                f"{name} {e.version} for Kubernetes 1.{spec.cluster.minor}, but "
                 f"cluster.kubernetes_version is {spec.cluster.kubernetes_version}: use {e.version}, or pin "
                 f"{spec.cluster.kubernetes_version} with `hardened-cluster artifacts pin --kubernetes "
                 f"{spec.cluster.kubernetes_version}`"
@@ -211,13 +246,15 @@ def _origin(e: Entry, source: Source) -> str:
         return e.url
     if source.kind == "mirror":
         return f"{source.location.rstrip('/')}/{e.relpath}"
+    if source.kind == "bundle":
+        return str(Path(source.location) / e.url)  # a bundle entry's url is its path in the bundle
     return str(Path(source.location).expanduser() / e.relpath)
 
 
 def _open(e: Entry, source: Source, origin: str):
     """A readable stream of the artifact, or ArtifactError naming what is missing and where."""
     missing = f"{e.describe()} not found in artifact source {source.describe()} (looked at: {origin})"
-    if source.kind == "directory":
+    if source.kind in ("directory", "bundle"):
         try:
             return open(origin, "rb")  # noqa: SIM115 - closed by the caller's `with`
         except FileNotFoundError:
@@ -284,7 +321,8 @@ def fetch_for(plan: Plan, phases: Iterable[str], arch: str = "amd64", cache_dir:
     source = source_for(plan.spec)
     if source.kind == "distro":
         return
-    names = {name for host in plan.hosts.values() for name in names_for(phases, handlers(host))}
+    names = {name for host in plan.hosts.values()
+             for name in names_for(phases, handlers(host), "etcd" in host.node.roles, source.kind)}
     for e in entries_for(plan.spec, sorted(names), arch):
         fetch(e, source, cache_dir)
 
@@ -310,7 +348,7 @@ def host_vars(spec: Spec, host: HostPlan, arch: str = "amd64", cache_dir: Path |
         return {}
     source = source_for(spec).kind
     release = source != "distro"
-    runtime_names = names_for(["runtime"], runtime_handlers)
+    runtime_names = names_for(["runtime"], runtime_handlers, source=source)
     return {
         "container_runtime_artifact_source": source,
         "container_runtime_handlers": runtime_handlers,
@@ -320,6 +358,40 @@ def host_vars(spec: Spec, host: HostPlan, arch: str = "amd64", cache_dir: Path |
         # Debian-style packages (pkgs.k8s.io) put the binaries in /usr/bin.
         "kubernetes_node_bin_dir": "/usr/local/bin" if release else "/usr/bin",
     }
+
+
+# Where an etcd upgrade step's binary waits on a member until the step runs.
+ETCD_STEP_DIR = "/usr/local/libexec/hardened-cluster"
+
+
+def _binary_file(e: Entry, dest: str, cache_dir: Path | None) -> dict:
+    return {"name": e.name, "version": e.version, "src": str(cache_path(e, cache_dir)), "dest": dest,
+            "sha256": e.digest.partition(":")[2], "mode": "0755", "owner": "root", "group": "root"}
+
+
+def etcd_host_vars(spec: Spec, arch: str = "amd64", cache_dir: Path | None = None) -> dict:
+    """Role variables for an etcd member: the verified binaries to install and the minor versions a
+    running older cluster must step through (etcd upgrades one minor at a time); none from Debian."""
+    source = source_for(spec).kind
+    out = {"etcd_artifact_source": source, "etcd_binary_files": [], "etcd_upgrade_steps": [],
+           "etcd_unavailable": []}
+    if source == "distro":
+        return out
+    try:
+        entries = entries_for(spec, ETCD if source == "bundle" else ETCD[:1], arch)
+    except ArtifactError as exc:
+        out["etcd_unavailable"].append(str(exc))  # reported by the etcd role, so other phases still run
+        return out
+    if any(e.format != "binary" for e in entries):
+        out["etcd_unavailable"].append(f"etcd from artifact source '{source}' is not pinned as binaries")
+        return out
+    out["etcd_binary_files"] = [_binary_file(e, INSTALL[e.name], cache_dir) for e in entries]
+    out["etcd_version"] = entries[0].version
+    if source == "bundle":
+        for e in entries_for(spec, bundle.ETCD_UPGRADE_STEPS, arch):
+            step = _binary_file(e, f"{ETCD_STEP_DIR}/{e.name}", cache_dir)
+            out["etcd_upgrade_steps"].append(step | {"minor": ".".join(e.version.split(".")[:2])})
+    return out
 
 
 def _upstream_digest(e: Entry) -> str:

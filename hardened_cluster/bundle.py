@@ -71,6 +71,8 @@ K8S_VERSION_VARS = tuple(
 )
 KUBERNETES_COMMANDS = ("kubeadm", "kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
                        "kubectl", "kube-proxy")
+# etcd upgrades one minor at a time: a running 3.4 cluster (Debian's) steps through 3.5 to reach 3.6.
+ETCD_UPGRADE_STEPS = ("etcd-3.5",)
 CNI_PLUGINS = {"bridge": "main/bridge", "loopback": "main/loopback", "host-local": "ipam/host-local",
                "portmap": "meta/portmap"}
 
@@ -87,9 +89,9 @@ def binaries(kubernetes: str) -> list[GoBinary]:
         GoBinary("etcd", "etcd", "go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3"),
         GoBinary("etcdctl", "etcd", "go.etcd.io/etcd/etcdctl/v3", "go.etcd.io/etcd/etcdctl/v3"),
         GoBinary("etcdutl", "etcd", "go.etcd.io/etcd/etcdutl/v3", "go.etcd.io/etcd/etcdutl/v3"),
-        # etcd upgrades one minor at a time: a running 3.4 cluster steps through 3.5 to reach 3.6.
-        GoBinary("etcd-3.5", "etcd-3.5", "go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3"),
     ]
+    out += [GoBinary(step, step, "go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3")
+            for step in ETCD_UPGRADE_STEPS]
     containerd_version = ("github.com/containerd/containerd/v2/version.Version={version}",)
     out += [GoBinary(c, "containerd", f"github.com/containerd/containerd/v2/cmd/{c}",
                      "github.com/containerd/containerd/v2", containerd_version)
@@ -356,12 +358,16 @@ def build(kubernetes: str | None = None, out: Path | None = None, progress: Prog
     place("kube-bench-cfg", cfg_archive, f"bin/kube-bench-cfg-{bench_version}.tar.gz", bench_version,
           f"github.com/aquasecurity/kube-bench@{bench_version}", "archive")
 
-    for image in image_specs(kubernetes, built):
+    for image, made_from in image_specs(kubernetes, built, builder.cache, progress):
         name = image.reference.rpartition(":")[0].rpartition("/")[2]
-        archive = builder.cache / "images" / f"{name}-{image.tag}.tar"
+        # The binaries' cache paths carry their build keys, made_from the Debian package versions.
+        inputs = [image.reference, made_from, [str(f.source) for f in image.files if f.source]]
+        key = hashlib.sha256(json.dumps(inputs).encode()).hexdigest()[:24]
+        archive = builder.cache / "images" / f"{name}-{key}.tar"
         archive.parent.mkdir(parents=True, exist_ok=True)
-        oci.write_archive(image, archive)
-        place(f"image:{name}", archive, f"images/{name}.tar", image.tag, image.reference, "image")
+        if not archive.is_file():
+            oci.write_archive(image, archive)
+        place(f"image:{name}", archive, f"images/{name}.tar", image.tag, made_from, "image")
         progress(f"  image {image.reference:<40} {artifacts[f'image:{name}'].size >> 20} MiB")
 
     manifest = {"schema": BUNDLE_SCHEMA, "kubernetes": kubernetes, "go": builder._go_version,
@@ -374,17 +380,81 @@ def build(kubernetes: str | None = None, out: Path | None = None, progress: Prog
     return Bundle(out, kubernetes, artifacts)
 
 
-def image_specs(kubernetes: str, built: dict[str, tuple[Path, str, str]]) -> list[oci.ImageSpec]:
-    """The images kubeadm pulls (named by the bundle's own kubeadm) and the network's, from the bundle's binaries."""
+# kube-proxy and kube-router program the kernel through iptables, ipset and conntrack: their images
+# carry those tools (and what they link) from Debian's packages, with apt resolving the closure.
+USERLAND = ("iptables", "ipset", "conntrack")
+# What update-alternatives would link in the image (no maintainer scripts run there): the nf_tables
+# backend, as on the hosts.
+XTABLES_LINKS = tuple(f"/usr/sbin/{tool}{suffix}" for tool in ("iptables", "ip6tables")
+                      for suffix in ("", "-save", "-restore"))
+KUBE_ROUTER_IMAGE = "docker.io/cloudnativelabs/kube-router"
+
+
+def debian_closure(packages: tuple[str, ...]) -> list[str]:
+    """The packages and every package they depend on (Depends and Pre-Depends), as apt resolves them."""
+    result = subprocess.run(
+        ["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
+         "--no-breaks", "--no-replaces", "--no-enhances", *packages],
+        capture_output=True, text=True, timeout=120, check=False)
+    if result.returncode != 0:
+        raise BundleError(f"apt-cache depends {' '.join(packages)} failed: {result.stderr.strip()[-300:]}")
+    return sorted({line.strip() for line in result.stdout.splitlines()
+                   if line and not line.startswith((" ", "<"))})
+
+
+def debian_files(packages: tuple[str, ...], cache: Path, progress: Progress) -> tuple[list[oci.ImageFile], list[str]]:
+    """The files of `packages` and their dependencies (from .debs apt downloads into `cache`), and
+    name=version of each package, for the bundle manifest."""
+    cache.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["apt-cache", "show", *packages], capture_output=True, timeout=60, check=False).returncode:
+        # A fresh machine may have no package lists yet.
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600, check=False)
+    files: list[oci.ImageFile] = []
+    versions: list[str] = []
+    for package in debian_closure(packages):
+        debs = sorted(cache.glob(f"{package}_*.deb"))
+        if not debs:
+            result = subprocess.run(["apt-get", "download", "-q", package], cwd=cache, capture_output=True,
+                                    text=True, timeout=300, check=False)
+            debs = sorted(cache.glob(f"{package}_*.deb"))
+            if result.returncode != 0 or not debs:
+                raise BundleError(f"apt-get download {package} failed: {result.stderr.strip()[-300:]}")
+            progress(f"  debian {debs[-1].name} downloaded")
+        deb = debs[-1]
+        versions.append(deb.name.split("_")[0] + "=" + deb.name.split("_")[1].replace("%3a", ":"))
+        data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, timeout=120, check=True)
+        with tarfile.open(fileobj=io.BytesIO(data.stdout)) as tar:
+            for member in tar.getmembers():
+                path = "/" + member.name.lstrip("./")
+                if path == "/" or path.startswith(("/usr/share/doc", "/usr/share/man", "/usr/share/lintian")):
+                    continue
+                if member.issym():
+                    files.append(oci.ImageFile(path, link=member.linkname))
+                elif member.isdir():
+                    files.append(oci.ImageFile(path, mode=member.mode))
+                elif member.isfile() or member.islnk():
+                    files.append(oci.ImageFile(path, mode=member.mode, data=tar.extractfile(member).read()))
+    files += [oci.ImageFile(link, link="xtables-nft-multi") for link in XTABLES_LINKS]
+    return files, versions
+
+
+def image_specs(kubernetes: str, built: dict[str, tuple[Path, str, str]], cache: Path,
+                progress: Progress) -> list[tuple[oci.ImageSpec, str]]:
+    """The images kubeadm pulls (named by the bundle's own kubeadm) and the network's, from the bundle's
+    binaries, each with what it was made from."""
     refs = kubeadm_images(built["kubeadm"][0], kubernetes)
 
-    def single(ref: str, binary: str, entrypoint: tuple[str, ...] | None = None) -> oci.ImageSpec:
+    def image(ref: str, binary: str, extra: list[oci.ImageFile] = ()) -> oci.ImageSpec:
         path = f"/usr/local/bin/{binary}"
-        return oci.ImageSpec(ref, (oci.ImageFile(path, built[binary][0]),), entrypoint or (path,))
+        return oci.ImageSpec(ref, (oci.ImageFile(path, built[binary][0]), *extra), (path,))
 
-    specs = [single(refs[name], name) for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")]
-    specs.append(single(refs["pause"], "pause"))
-    specs.append(single(refs["coredns"], "coredns"))
+    specs = [(image(refs[name], name), built[name][2])
+             for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "pause", "coredns")]
+    userland, debs = debian_files(USERLAND, cache / "debian", progress)
+    with_debs = " + debian " + " ".join(debs)
+    specs.append((image(refs["kube-proxy"], "kube-proxy", userland), built["kube-proxy"][2] + with_debs))
+    router_ref = f"{KUBE_ROUTER_IMAGE}:{built['kube-router'][1]}"
+    specs.append((image(router_ref, "kube-router", userland), built["kube-router"][2] + with_debs))
     return specs
 
 

@@ -19,7 +19,7 @@ def kubernetes_binaries_reason(spec: Spec) -> str | None:
     """Why the Kubernetes phases cannot run, or None when they can."""
     if spec.runtimes.artifacts == "distro":
         return ("needs kubeadm, kubelet and kubectl, which Debian does not package; "
-                "set runtimes.artifacts: release (or a mirror) on machines that can fetch them")
+                "set runtimes.artifacts: bundle (built here by `hardened-cluster artifacts build`) or release")
     return None
 
 

@@ -138,6 +138,7 @@ def host_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
             "etcd_data_dir": str(spec.etcd.data_dir),
             "etcd_cluster_token": f"{spec.cluster.name}-etcd",
             "etcd_bin_dir": spec.etcd_bin_dir,
+            **artifacts.etcd_host_vars(spec),
             "etcd_snapshot_enabled": snap.enabled,
             "etcd_snapshot_dir": str(snap.directory),
         })

@@ -29,9 +29,10 @@ class ImageFile:
     """One file of the image's only layer: `source` on this machine placed at `path` in the image."""
 
     path: str  # absolute, in the image
-    source: Path | None = None  # None: a directory
+    source: Path | None = None  # a file on this machine; None and no data: a directory
     mode: int = 0o755
     link: str | None = None  # a symlink to this target instead of a file
+    data: bytes | None = field(default=None, repr=False)  # the file's bytes instead of a source
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,11 @@ def _layer(files: tuple[ImageFile, ...]) -> bytes:
             if f.link is not None:
                 info.type, info.linkname, info.mode = tarfile.SYMTYPE, f.link, 0o777
                 tar.addfile(info)
-            elif f.source is None:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
+            elif f.source is None and f.data is None:
+                info.type, info.mode = tarfile.DIRTYPE, f.mode
                 tar.addfile(info)
             else:
-                data = f.source.read_bytes()
+                data = f.data if f.data is not None else f.source.read_bytes()
                 info.size, info.mode = len(data), f.mode
                 tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()

@@ -226,9 +226,9 @@ FILES: list[FileRule] = [
     # container runtime
     FileRule("/etc/containerd/config.toml", "container_runtime", "0600", _kube),
     FileRule("/etc/containerd/runsc.toml", "container_runtime", "0644",
-             lambda c, n: "gvisor" in c.runtimes_on(n) and c.spec.runtimes.artifacts == "release"),
+             lambda c, n: "gvisor" in c.runtimes_on(n) and not c.spec.gvisor_from_debian),
     FileRule("/usr/local/sbin/runsc-containerd", "container_runtime", "0755",
-             lambda c, n: "gvisor" in c.runtimes_on(n) and c.spec.runtimes.artifacts == "distro"),
+             lambda c, n: "gvisor" in c.runtimes_on(n) and c.spec.gvisor_from_debian),
     FileRule("/etc/crictl.yaml", "container_runtime", "0644", _kube),
     # kubelet on every Kubernetes node (CIS 4.1.1: service files 0600)
     FileRule("/etc/systemd/system/kubelet.service", "kubernetes_node", "0600", _kube),

@@ -243,7 +243,10 @@ class Runtimes(Model):
     default: Literal["runc"] = "runc"
     gvisor: GVisor = GVisor()
     kata: SandboxRuntime = SandboxRuntime()
-    artifacts: Literal["distro", "release"] = "release"
+    # Where binaries come from: Debian's packages, upstream releases (pinned in artifacts/manifest.yaml),
+    # or an offline bundle directory built by `hardened-cluster artifacts build` (`bundle`).
+    artifacts: Literal["distro", "release", "bundle"] = "release"
+    bundle: Path | None = None
 
 
 class ExtraPort(Model):
@@ -306,6 +309,11 @@ class Spec(Model):
     namespaces: list[NamespacePolicy] = []
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def gvisor_from_debian(self) -> bool:
+        """Debian's runsc serves distro and bundle artifacts: gVisor is not built from Go modules."""
+        return self.runtimes.artifacts != "release"
 
     @property
     def etcd_bin_dir(self) -> str:
@@ -738,11 +746,21 @@ def _other_issues(spec: Spec, base_dir: Path) -> list[SpecIssue]:
     snap = spec.etcd.snapshot
     if snap.encryption_key is not None:
         issues += _secret_ref_issues(snap.encryption_key, "etcd.snapshot.encryption_key", base_dir)
+    runtimes = spec.runtimes
+    if runtimes.artifacts == "bundle" and runtimes.bundle is None:
+        issues.append(SpecIssue("runtimes.bundle", "runtimes.artifacts is 'bundle': name the bundle directory "
+                                "(made by `hardened-cluster artifacts build --out DIR`)"))
+    elif runtimes.bundle is not None and runtimes.artifacts != "bundle":
+        issues.append(SpecIssue("runtimes.bundle", f"set, but runtimes.artifacts is '{runtimes.artifacts}'; "
+                                "set runtimes.artifacts: bundle or remove runtimes.bundle"))
+    elif runtimes.bundle is not None and not runtimes.bundle.is_absolute():
+        issues.append(SpecIssue("runtimes.bundle", "must be an absolute path"))
     gvisor = spec.runtimes.gvisor
-    if gvisor.enabled and spec.runtimes.artifacts == "distro" and gvisor.platform == "systrap":
+    if gvisor.enabled and spec.gvisor_from_debian and gvisor.platform == "systrap":
         issues.append(SpecIssue(
             "runtimes.gvisor.platform",
-            "systrap needs gVisor from release artifacts; Debian's runsc (2022) has ptrace and kvm",
+            f"systrap needs gVisor from release artifacts; with '{spec.runtimes.artifacts}' artifacts gVisor is "
+            "Debian's runsc (2022), which has ptrace and kvm",
         ))
     if spec.etcd.election_timeout_ms < 5 * spec.etcd.heartbeat_interval_ms:
         issues.append(SpecIssue(

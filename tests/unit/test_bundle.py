@@ -1,0 +1,130 @@
+"""The offline bundle as `hardened-cluster artifacts build` leaves it: digests, versions, images."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from hardened_cluster import artifacts, bundle as bundles
+from hardened_cluster.plan import render_plan
+from hardened_cluster.secrets import resolve_secrets
+from hardened_cluster.spec import load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+PINNED = {  # what each binary prints about itself, from the build modules' pins
+    "kubeadm": (["version", "-o", "short"], "v1.35.4"),
+    "kubelet": (["--version"], "Kubernetes v1.35.4"),
+    "kube-apiserver": (["--version"], "Kubernetes v1.35.4"),
+    "kubectl": (["version", "--client"], "Client Version: v1.35.4"),
+    "etcd": (["--version"], "etcd Version: 3.6.16"),
+    "etcdctl": (["version"], "etcdctl version: 3.6.16"),
+    "etcd-3.5": (["--version"], "etcd Version: 3.5.35"),
+    "containerd": (["--version"], "v2.2.9"),
+    "kube-bench": (["version"], "v0.14.0"),
+    "kube-router": (["--version"], "v2.1.0"),
+    "coredns": (["-version"], "CoreDNS-1.13.1"),
+    "pulumi": (["version"], "v3.274.1"),
+}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_manifest_digests_and_sizes_match_the_files(bundle):
+    assert bundle.kubernetes == bundles.DEFAULT_KUBERNETES
+    for a in bundle.artifacts.values():
+        path = bundle.root / a.file
+        assert path.stat().st_size == a.size, a.name
+        assert _sha256(path) == a.sha256, a.name
+        assert "@" in a.source or a.kind == "image", a.name
+    bundles.verify(bundle)
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_binaries_print_their_pinned_versions(bundle, name):
+    args, expected = PINNED[name]
+    result = subprocess.run([str(bundle.path(name)), *args], capture_output=True, text=True, timeout=60)
+    assert expected in result.stdout + result.stderr
+
+
+def test_archives_hold_the_tools_as_upstream_releases_do(bundle):
+    with tarfile.open(bundle.path("crictl")) as tar:
+        assert tar.getnames() == ["./crictl"]
+    with tarfile.open(bundle.path("cni-plugins")) as tar:
+        assert sorted(tar.getnames()) == ["./bridge", "./host-local", "./loopback", "./portmap"]
+    with tarfile.open(bundle.path("kube-bench-cfg")) as tar:
+        assert "./cfg/config.yaml" in tar.getnames()
+        assert any(n.startswith("./cfg/cis-1.11/") for n in tar.getnames())
+
+
+def _image_reference(archive: Path) -> str:
+    with tarfile.open(archive) as tar:
+        index = json.load(tar.extractfile("index.json"))
+        [manifest] = index["manifests"]
+        blob = tar.extractfile("blobs/sha256/" + manifest["digest"].partition(":")[2]).read()
+        assert hashlib.sha256(blob).hexdigest() == manifest["digest"].partition(":")[2]
+        return manifest["annotations"]["io.containerd.image.name"]
+
+
+def test_images_carry_every_tag_kubeadm_asks_for(bundle):
+    listed = subprocess.run([str(bundle.path("kubeadm")), "config", "images", "list", "--kubernetes-version",
+                             f"v{bundle.kubernetes}"], capture_output=True, text=True, check=True).stdout.split()
+    references = {_image_reference(bundle.root / a.file) for a in bundle.artifacts.values() if a.kind == "image"}
+    # External etcd: the etcd image is the only one kubeadm lists that the clusters never run.
+    assert {ref for ref in listed if "/etcd:" not in ref} <= references
+    assert "docker.io/cloudnativelabs/kube-router:v2.1.0" in references
+
+
+def test_second_build_compiles_nothing(bundle):
+    lines: list[str] = []
+    again = bundles.build(bundle.kubernetes, bundle.root, progress=lines.append)
+    assert not [line for line in lines if "building" in line]
+    assert {a.sha256 for a in again.artifacts.values()} == {a.sha256 for a in bundle.artifacts.values()}
+
+
+def test_a_changed_pin_changes_only_what_it_pins(bundle, monkeypatch):
+    builder = bundles.Builder(bundle.kubernetes, progress=lambda line: None)
+    catalogue = {b.name: b for b in bundles.binaries(bundle.kubernetes)}
+
+    def key(name: str) -> str:
+        b = catalogue[name]
+        return builder.key(b, bundles._ldflags(b, "v0", ""))
+
+    before = {name: key(name) for name in ("kubeadm", "etcd", "coredns")}
+    real = bundles._tree_digest
+    monkeypatch.setattr(bundles, "_tree_digest",
+                        lambda d: real(d) + ("-changed" if d.name == "coredns" else ""))
+    builder._trees.clear()
+    after = {name: key(name) for name in before}
+    assert after["coredns"] != before["coredns"]
+    assert after["kubeadm"] == before["kubeadm"] and after["etcd"] == before["etcd"]
+
+
+def test_tampered_file_is_refused_before_anything_is_installed(bundle, bundle_spec_text, tmp_path):
+    """A bundle whose kubeadm does not match bundle.json: the controller refuses it, naming it."""
+    root = tmp_path / "bundle"
+    shutil.copytree(bundle.root, root, copy_function=lambda s, d: Path(d).symlink_to(s))
+    kubeadm = root / bundle.artifacts["kubeadm"].file
+    kubeadm.unlink()
+    kubeadm.write_bytes(bundle.path("kubeadm").read_bytes()[:-1] + b"\0")
+    spec_dir = tmp_path / "spec"
+    spec_dir.mkdir()
+    (spec_dir / "cluster.yaml").write_text(bundle_spec_text(root))
+    key = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
+    nodes = yaml.safe_load(bundle_spec_text(root))["nodes"]
+    (spec_dir / "known_hosts").write_text("".join(f"{n['address']} {key}\n" for n in nodes))
+    loaded = load_spec(spec_dir / "cluster.yaml")
+    plan = render_plan(loaded, resolve_secrets(loaded, tmp_path / "state"))
+    with pytest.raises(artifacts.ArtifactError, match=r"kubeadm 1\.35\.4 from .*kubeadm has digest sha256:"):
+        artifacts.fetch_for(plan, ["etcd", "runtime", "kubernetes"], cache_dir=tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob("kubeadm"))
