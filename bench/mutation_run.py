@@ -1,0 +1,148 @@
+"""Semantic mutations of the templates, the firewall matrix, the CIS check and the rerun fingerprint.
+
+Each mutation weakens one security claim. It is applied to a copy of the work tree and the unit suite runs
+there without the golden files (`test_golden_sample` deselected): a mutation is killed when at least one
+other test fails. Prints each mutation's outcome and the score; exits 1 below the target.
+
+    .venv/bin/python bench/mutation_run.py [-k substring]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = 0.90
+# The oracles first: with -x a killed mutation stops at its first failing test.
+TESTS = ["tests/unit/test_security_oracles.py", "tests/unit/test_cis_kube_bench.py", "tests/unit/test_cis.py",
+         "tests/unit/test_converged.py", "tests/unit"]
+DESELECT = ["tests/unit/test_render.py::test_golden_sample"]
+FW, NFT, CIS, CONV = ("hardened_cluster/firewall.py", "templates/etc/nftables.conf.j2", "hardened_cluster/cis.py",
+                      "hardened_cluster/converged.py")
+INIT, KUBELET = "templates/etc/kubernetes/kubeadm/kubeadm-init.yaml.j2", "templates/var/lib/kubelet/config.yaml.j2"
+SSHD, ETCD = "templates/etc/ssh/sshd_config.d/10-hardened-cluster.conf.j2", "templates/etc/etcd/etcd.conf.yml.j2"
+
+# name: (file, text, replacement); the first occurrence is replaced.
+MUTATIONS = {
+    "kubelet port open to every node": (FW, 'Rule("kubelet", "tcp", "10250", control_plane)',
+                                        'Rule("kubelet", "tcp", "10250", kube_nodes)'),
+    "ssh open to the nodes too": (FW, "Rule(\"ssh\", \"tcp\", str(spec.ssh_port(node)), admins)",
+                                  "Rule(\"ssh\", \"tcp\", str(spec.ssh_port(node)), admins + kube_nodes)"),
+    "etcd client port open to workers": (FW, "control_plane + etcd))", "kube_nodes + etcd))"),
+    "api server open to everyone in the node CIDRs": (FW, "admins + kube_nodes + (spec.network.pod_cidr,)",
+                                                      "admins + tuple(spec.network.node_cidrs) + (spec.network.pod_cidr,)"),
+    "nodeports open when disabled": (FW, 'if "worker" not in node.roles or not spec.firewall.nodeport_range.enabled:',
+                                     'if "worker" not in node.roles:'),
+    "nodeports on control-plane nodes": (FW, 'if "worker" not in node.roles or', 'if "etcd" in node.roles or'),
+    "input policy accept": (NFT, "type filter hook input priority filter; policy drop;",
+                            "type filter hook input priority filter; policy accept;"),
+    "forward: anyone to pods": (NFT, "{{ pods }} saddr { {{ nodes | join(', ') }} } {{ pods }} daddr",
+                                "{{ pods }} daddr"),
+    "forward: DNAT-ed traffic not diverted": (NFT, "ct status dnat ct original {{ services }} daddr != {{ forwarding.service_cidr }} goto external_dnat",
+                                              "ct status dnat ct original {{ services }} daddr == {{ forwarding.service_cidr }} goto external_dnat"),
+    "forward: external DNAT accepted": (NFT, "\t\tdrop\n\t}\n{% endif %}", "\t\taccept\n\t}\n{% endif %}"),
+    "TLS 1.0 on the API server": (INIT, "value: VersionTLS12", "value: VersionTLS10"),
+    "bootstrap token never expires": (INIT, "ttl: 2h0m0s", "ttl: 0s"),
+    "kube-proxy metrics on every address": (INIT, "metricsBindAddress: 127.0.0.1:10249", "metricsBindAddress: 0.0.0.0:10249"),
+    "protectKernelDefaults false": (KUBELET, "protectKernelDefaults: true", "protectKernelDefaults: false"),
+    "kubelet anonymous auth": (KUBELET, "anonymous:\n    enabled: false", "anonymous:\n    enabled: true"),
+    "kubelet read-only port": (KUBELET, "readOnlyPort: 0", "readOnlyPort: 10255"),
+    "kubelet TLS 1.0": (KUBELET, "tlsMinVersion: VersionTLS12", "tlsMinVersion: VersionTLS10"),
+    "etcd clients over http": (ETCD, "listen-client-urls: https://", "listen-client-urls: http://"),
+    "etcd without client certificates": (ETCD, "  client-cert-auth: true", "  client-cert-auth: false"),
+    "etcd as root": ("templates/etc/systemd/system/etcd.service.j2", "User=etcd", "User=root"),
+    "sshd passwords": (SSHD, "PasswordAuthentication no", "PasswordAuthentication yes"),
+    "sshd root login": (SSHD, "PermitRootLogin no", "PermitRootLogin prohibit-password"),
+    "kptr_restrict 0": ("templates/etc/sysctl.d/90-hardened-cluster.conf.j2", "kernel.kptr_restrict = 2",
+                        "kernel.kptr_restrict = 0"),
+    "network policy: any namespace in": ("templates/manifests/networkpolicies.yaml.j2",
+                                         "  ingress:\n    - from:\n        - podSelector: {}",
+                                         "  ingress:\n    - from:\n        - namespaceSelector: {}"),
+    "CIS 1.2.2 looks at the wrong flag": (CIS, '_unset(flags, "token-auth-file")', '_unset(flags, "token-auth-files")'),
+    "CIS 1.2.6 allows AlwaysAllow": (CIS, 'bool(modes) and "AlwaysAllow" not in modes', "bool(modes)"),
+    "CIS 1.2.9 skips the plugin": (CIS, 'if "EventRateLimit" not in plugins:', "if False:"),
+    "CIS 1.2.20 accepts 0s": (CIS, "_result(seconds > 0,", "_result(seconds >= 0,"),
+    "CIS 1.2.28 ignores Secrets": (CIS, "if not any(r in SECRETS_RESOURCES", "if False and not any(r in SECRETS_RESOURCES"),
+    "CIS 1.3.6 reads the gate as text": (CIS, '.get("RotateKubeletServerCertificate", True)',
+                                         '.get("RotateKubeletServerCertificate", True) is not False or True'),
+    "CIS 1.3.7 any bind address": (CIS, '"1.3.7": _equals(flags, "bind-address", "127.0.0.1")',
+                                   '"1.3.7": _set(flags, "bind-address")'),
+    "CIS 1.4.2 any bind address": (CIS, '"1.4.2": _equals(flags, "bind-address", "127.0.0.1")',
+                                   '"1.4.2": _set(flags, "bind-address")'),
+    "CIS 2.1 one of the pair is enough": (CIS, "if not cert or not private:", "if not cert and not private:"),
+    "CIS 4.2.1 ignores anonymous": (CIS, "_result(anonymous is False,", "_result(True,"),
+    "CIS 4.2.11 static certificate": (CIS, 'gate is not False and config.get("serverTLSBootstrap") is True',
+                                      "gate is not False"),
+    "CIS 4.2.13 any pid limit": (CIS, "isinstance(pids, int) and pids > 0", "pids != 0"),
+    "CIS 4.2.x without --config": (CIS, "elif not _kubelet_reads_config(host):", "elif False:"),
+    "CIS 4.3.1 any metrics address": (CIS, 'ok = address.startswith(("127.0.0.1:", "[::1]:"))', "ok = True"),
+    "fingerprint loses nftables": (CONV, "\"nft list table inet hardened_cluster 2>&1; echo \\\"nft $?\\\"\",",
+                                   "\"true\","),
+    "fingerprint loses sysctls": (CONV, "f\"grep -H '' -- {sysctls} /proc/swaps 2>&1\",", "\"grep -H '' /proc/swaps\","),
+}
+
+
+def copy_tree(destination: Path) -> None:
+    skipped = {ROOT / ".venv", ROOT / ".git", ROOT / "artifacts" / "build"}
+
+    def ignore(directory: str, names: list[str]) -> list[str]:
+        return [n for n in names if Path(directory) / n in skipped or n in ("__pycache__", ".pytest_cache")]
+    shutil.copytree(ROOT, destination, ignore=ignore, symlinks=True)
+
+
+def run_suite(tree: Path, deselect: list[str], first_failure: bool = True) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *(["-x"] if first_failure else []),
+            *(f"--deselect={d}" for d in deselect), *TESTS]
+    return subprocess.run(argv, cwd=tree, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(tree),
+                                               "HOME": "/root"}, capture_output=True, text=True, timeout=900)
+
+
+def run_one(name: str, tree: Path, deselect: list[str]) -> tuple[bool, float, str]:
+    path, text, replacement = MUTATIONS[name]
+    target = tree / path
+    original = target.read_text()
+    if text not in original:
+        raise SystemExit(f"mutation {name!r}: {text!r} is not in {path} any more; update the list")
+    target.write_text(original.replace(text, replacement, 1))
+    started = time.monotonic()
+    try:
+        proc = run_suite(tree, deselect)
+    finally:
+        target.write_text(original)
+    failed = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    return proc.returncode != 0, time.monotonic() - started, failed[0] if failed else proc.stdout.strip()[-200:]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-k", default="", help="only mutations whose name contains this")
+    selected = [n for n in MUTATIONS if parser.parse_args().k in n]
+    killed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "tree"
+        copy_tree(tree)
+        # Tests that fail on the unmutated tree (work in progress elsewhere) cannot tell; they are left out.
+        baseline = run_suite(tree, DESELECT, first_failure=False)
+        broken = sorted({line.split()[1] for line in baseline.stdout.splitlines() if line.startswith("FAILED ")})
+        if baseline.returncode != 0 and not broken:
+            print("the unmutated suite does not run:\n" + baseline.stdout[-2000:])
+            return 2
+        for test in broken:
+            print(f"left out, fails unmutated: {test}")
+        for name in selected:
+            dead, seconds, evidence = run_one(name, tree, DESELECT + broken)
+            killed += dead
+            print(f"{'killed  ' if dead else 'SURVIVED'} {seconds:5.1f}s  {name}: {evidence}", flush=True)
+    score = killed / len(selected)
+    print(f"{killed}/{len(selected)} mutations killed ({score:.0%}); target {TARGET:.0%}: "
+          f"{'PASS' if score >= TARGET else 'FAIL'}")
+    return 0 if score >= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
