@@ -18,12 +18,14 @@ from pathlib import Path
 
 import yaml
 
+from hardened_cluster import access
 from hardened_cluster.deliver import REPO_ROOT, host_vars
 from hardened_cluster.errors import DeliveryError
 from hardened_cluster.plan import Plan
 from hardened_cluster.preflight import Command, ssh_run
 from hardened_cluster.secrets import write_private
 from hardened_cluster.spec import LoadedSpec, Node
+from hardened_cluster.verify import etcdctl_argv
 
 WALKED = ["/etc", "/usr/local", "/var/lib/hardened-cluster"]
 # Packages the roles install or remove change it.
@@ -63,17 +65,31 @@ def script(request: dict) -> str:
     expression = [f"\\( {stat_only} \\) -printf '%p %m %U %G\\n' -prune"] if request["stat"] else []
     expression += ["-type d -printf '%p %m %U %G\\n'", "-printf '%p %m %U %G %s %T@ %C@ %l\\n'"]
     sysctls = " ".join(q("/proc/sys/" + k.replace(".", "/")) for k in request["sysctl"])
+    # Older stamps lack the keys below; their requests still give the fingerprint they recorded.
+    users = " ".join(q(u) for u in request.get("users", []))
+    trees = [
+        f"find {q(t['root'])} -xdev -mindepth 1 \\( ! -user {q(t['owner'])} -o ! -group {q(t['group'])}"
+        f" -o -perm /{~int(t['mode'], 8) & 0o7777:o} \\) -printf '%p %m %U %G\\n' 2>&1 | head -n 50"
+        for t in request.get("trees", [])
+    ]
+    health = [f"{shlex.join(argv)} >/dev/null 2>&1; echo \"health $?\"" for argv in request.get("health", [])]
     lines = [
-        "set -f",  # unit names are expanded unquoted below
+        "set -f",  # unit names and key directories are expanded unquoted below
         "{",
-        f"find {starts} -xdev " + " -o ".join(expression) + " 2>&1",
+        "keydirs=",
+        f"for u in {users}; do"
+        ' h=$(getent passwd "$u" | cut -d: -f6); if [ -n "$h" ]; then keydirs="$keydirs $h/.ssh"; fi; done',
+        f"find {starts} $keydirs -xdev " + " -o ".join(expression) + " 2>&1",
+        *trees,
+        *health,
         f"grep -H '' -- {sysctls} /proc/swaps 2>&1",
         f"units={q(' '.join(request['units']))}",
         # A service the host does not have cannot run; asking systemd about it costs PID 1 a unit load.
         f"for u in {' '.join(q(u) for u in request['disabled'])}; do"
         ' if [ -e "/etc/systemd/system/$u" ] || [ -e "/usr/lib/systemd/system/$u" ] || [ -e "/lib/systemd/system/$u" ];'
         ' then units="$units $u"; else echo "$u not installed"; fi; done',
-        "systemctl is-active -- $units",
+        # A unit restarting on its own moves NRestarts even when it is active again.
+        "systemctl show --property=Id,ActiveState,SubState,NRestarts -- $units",
         "nft list table inet hardened_cluster 2>&1; echo \"nft $?\"",
         "} </dev/null | sha256sum",
         f"echo {END}",
@@ -92,9 +108,16 @@ def fingerprint_request(plan: Plan, node: Node, phases: list[str]) -> dict:
         key, sep, _ = line.partition("=")
         if sep and not line.lstrip().startswith("#"):
             keys.append(key.strip().lstrip("-"))
-    stat = STAT_ONLY + [str(plan.spec.etcd.data_dir), str(plan.spec.etcd.snapshot.directory)]
+    spec = plan.spec
+    stat = STAT_ONLY + [str(spec.etcd.data_dir), str(spec.etcd.snapshot.directory)]
     files = sorted(set(host.files) | set(_os_hardening_paths()) | {DPKG_STATUS})
-    return {"walk": WALKED, "stat": stat, "files": files, "sysctl": keys, "units": units, "disabled": disabled}
+    users = [u["user"] for u in access.authorized_keys(spec, node)] if "hosts" in phases else []
+    etcd = "etcd" in phases and "etcd" in node.roles
+    # The data directory's entries change in normal operation; only a wrong owner or mode counts.
+    trees = [{"root": str(spec.etcd.data_dir), "owner": "etcd", "group": "etcd", "mode": "0700"}] if etcd else []
+    health = [["env", "ETCDCTL_API=3", *etcdctl_argv(spec), "--command-timeout=5s", "endpoint", "health"]] if etcd else []
+    return {"walk": WALKED, "stat": stat, "files": files, "sysctl": keys, "units": units, "disabled": disabled,
+            "users": users, "trees": trees, "health": health}
 
 
 def _os_hardening_paths() -> list[str]:

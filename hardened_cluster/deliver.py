@@ -15,8 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from hardened_cluster import artifacts, kubeadm
+from hardened_cluster import access, artifacts, kubeadm
 from hardened_cluster.plan import REPO_ROOT, Plan
+from hardened_cluster.private import private_dir, private_tree
+from hardened_cluster.secrets import write_private
 from hardened_cluster.spec import LoadedSpec, Node
 
 PLAYBOOK = REPO_ROOT / "playbooks" / "site.yml"
@@ -24,7 +26,7 @@ ROLES_DIR = REPO_ROOT / "roles"
 
 # Phases in order; each names the roles it runs. Kubernetes needs kubeadm/kubelet binaries.
 PHASES: dict[str, list[str]] = {
-    "hosts": ["validate", "os_hardening", "ssh_hardening", "firewall"],
+    "hosts": ["validate", "os_hardening", "access", "ssh_hardening", "firewall"],
     "etcd": ["etcd"],
     "runtime": ["container_runtime"],
     "kubernetes": ["kubernetes_node", "control_plane", "worker"],
@@ -33,18 +35,62 @@ PHASES: dict[str, list[str]] = {
 }
 NEEDS_KUBERNETES_BINARIES = {"kubernetes", "objects"}
 
-# What a drifted file or setting means in CIS Kubernetes Benchmark terms.
+# What a drifted file or setting means in CIS Kubernetes Benchmark terms ("Debian 12 ..." for the
+# CIS Debian Linux 12 Benchmark). A directory's ID also holds for everything below it.
 CIS_BY_PATH = {
     "/etc/etcd/etcd.conf.yml": "2.1-2.6",
+    "/etc/etcd/pki/server.crt": "2.1",
     "/etc/etcd/pki/server.key": "2.1",
+    "/etc/etcd/pki/peer.crt": "2.4",
     "/etc/etcd/pki/peer.key": "2.4",
     "/etc/etcd/pki/ca.crt": "2.7",
     "/var/lib/etcd": "1.1.11, 1.1.12",
+    "/etc/ssh/sshd_config.d/10-hardened-cluster.conf": "Debian 12 5.1.1",
+    "/etc/sudoers": "Debian 12 5.2.2",
     "/var/lib/kubelet/config.yaml": "4.1.9, 4.1.10",
     "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf": "4.1.1, 4.1.2",
     "/etc/kubernetes/encryption/encryption-config.yaml": "1.2.27",
     "/etc/kubernetes/audit/audit-policy.yaml": "3.2.1",
 }
+TREES = ["/var/lib/etcd"]
+# Settings: sshd keywords (lower case, as `sshd -T` prints them) and sysctl keys.
+CIS_BY_SETTING = {
+    "permitrootlogin": "Debian 12 5.1.20", "permitemptypasswords": "Debian 12 5.1.19",
+    "permituserenvironment": "Debian 12 5.1.21", "hostbasedauthentication": "Debian 12 5.1.10",
+    "ignorerhosts": "Debian 12 5.1.11", "maxauthtries": "Debian 12 5.1.16", "maxsessions": "Debian 12 5.1.17",
+    "logingracetime": "Debian 12 5.1.13", "loglevel": "Debian 12 5.1.14", "ciphers": "Debian 12 5.1.6",
+    "macs": "Debian 12 5.1.15", "kexalgorithms": "Debian 12 5.1.12", "clientaliveinterval": "Debian 12 5.1.7",
+    "clientalivecountmax": "Debian 12 5.1.7", "x11forwarding": "Debian 12 5.1.8",
+    "allowtcpforwarding": "Debian 12 5.1.8", "allowagentforwarding": "Debian 12 5.1.8",
+    "net.ipv4.ip_forward": "Debian 12 3.3.1", "net.ipv6.conf.all.forwarding": "Debian 12 3.3.1",
+    "net.ipv4.conf.all.send_redirects": "Debian 12 3.3.2", "net.ipv4.conf.default.send_redirects": "Debian 12 3.3.2",
+    "net.ipv4.icmp_ignore_bogus_error_responses": "Debian 12 3.3.3",
+    "net.ipv4.icmp_echo_ignore_broadcasts": "Debian 12 3.3.4",
+    "net.ipv4.conf.all.accept_redirects": "Debian 12 3.3.5", "net.ipv4.conf.default.accept_redirects": "Debian 12 3.3.5",
+    "net.ipv6.conf.all.accept_redirects": "Debian 12 3.3.5", "net.ipv6.conf.default.accept_redirects": "Debian 12 3.3.5",
+    "net.ipv4.conf.all.secure_redirects": "Debian 12 3.3.6", "net.ipv4.conf.default.secure_redirects": "Debian 12 3.3.6",
+    "net.ipv4.conf.all.rp_filter": "Debian 12 3.3.7", "net.ipv4.conf.default.rp_filter": "Debian 12 3.3.7",
+    "net.ipv4.conf.all.accept_source_route": "Debian 12 3.3.8",
+    "net.ipv4.conf.default.accept_source_route": "Debian 12 3.3.8",
+    "net.ipv6.conf.all.accept_source_route": "Debian 12 3.3.8",
+    "net.ipv6.conf.default.accept_source_route": "Debian 12 3.3.8",
+    "net.ipv4.conf.all.log_martians": "Debian 12 3.3.9", "net.ipv4.conf.default.log_martians": "Debian 12 3.3.9",
+    "net.ipv4.tcp_syncookies": "Debian 12 3.3.10",
+    "net.ipv6.conf.all.accept_ra": "Debian 12 3.3.11", "net.ipv6.conf.default.accept_ra": "Debian 12 3.3.11",
+    "kernel.randomize_va_space": "Debian 12 1.5.1", "kernel.yama.ptrace_scope": "Debian 12 1.5.2",
+    "fs.suid_dumpable": "Debian 12 1.5.3",
+}
+
+
+def cis_for(path: str | None = None, setting: str | None = None) -> str | None:
+    """The CIS ID of a drifted setting, or else of a path (or anything below a directory that has one)."""
+    if setting:
+        return CIS_BY_SETTING.get(setting)
+    if not path:
+        return None
+    if path in CIS_BY_PATH:
+        return CIS_BY_PATH[path]
+    return next((CIS_BY_PATH[t] for t in TREES if path.startswith(t.rstrip("/") + "/")), None)
 
 
 @dataclass
@@ -53,10 +99,12 @@ class Change:
     role: str
     item: str | None = None
     cis: str | None = None
+    # What was found, where the role says (e.g. the line that overrides a setting, a key's fingerprint).
+    detail: str | None = None
 
     def describe(self) -> str:
         what = f"{self.role}: {self.task}" + (f": {self.item}" if self.item else "")
-        return what + (f" (CIS {self.cis})" if self.cis else "")
+        return what + (f" (CIS {self.cis})" if self.cis else "") + (f": {self.detail}" if self.detail else "")
 
 
 @dataclass
@@ -128,6 +176,10 @@ def host_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
         "os_hardening_disable_services": list(spec.os_hardening.disable_services),
         "ssh_hardening_enabled": spec.ssh_hardening.enabled,
         "ssh_hardening_admin_user": spec.ssh_user(node),
+        "ssh_hardening_node_address": str(node.address),
+        "ssh_hardening_port": spec.ssh_port(node),
+        "access_admin_key": access.admin_public_key(spec) or "",
+        "access_authorized_keys": access.authorized_keys(spec, node),
     }
     if "etcd" in node.roles:
         snap = spec.etcd.snapshot
@@ -270,16 +322,22 @@ class _Events:
         role = data.get("role", "") or "-"
         if kind == "runner_item_on_ok" and res.get("changed"):
             item = res.get("item")
-            dest = (item.get("dest") or item.get("path")) if isinstance(item, dict) else None
-            name = dest or (item if isinstance(item, str) else "item")
-            result.changes.append(Change(task, role, name, CIS_BY_PATH.get(dest or "")))
+            if isinstance(item, dict):
+                dest = item.get("dest") or item.get("path")
+                setting = item.get("setting")
+                name = item.get("name") or (f"{dest}: {setting}" if dest and setting else dest or setting) or "item"
+                change = Change(task, role, name, cis_for(dest, setting), item.get("reason"))
+            else:
+                name = item if isinstance(item, str) else "item"
+                change = Change(task, role, name, cis_for(name) or cis_for(setting=name))
+            result.changes.append(change)
         elif kind == "runner_on_ok":
             result.ok += 1
             if res.get("changed"):
                 result.changed += 1
                 if not res.get("results"):
                     path = res.get("dest") or res.get("path")
-                    result.changes.append(Change(task, role, path, CIS_BY_PATH.get(path or "")))
+                    result.changes.append(Change(task, role, path, cis_for(path)))
                 self._say(f"  {host}: {'would change' if self.check else 'changed'}")
         elif kind == "runner_on_skipped":
             result.skipped += 1
@@ -299,7 +357,10 @@ def _message(res: dict) -> str:
     if res.get("censored"):
         return "details hidden (no_log: the task handles secrets)"
     msg = res.get("msg") or res.get("stderr") or ""
-    return str(msg).strip().splitlines()[0][:300] if msg else "failed"
+    if res.get("stderr") and msg == "non-zero return code":
+        # A command's own last word says more than Ansible's summary.
+        return str(res["stderr"]).strip().splitlines()[-1][:600]
+    return str(msg).strip().splitlines()[0][:600] if msg else "failed"
 
 
 def run(
@@ -315,11 +376,11 @@ def run(
     """Run the roles of `phases` on `hosts` (default all). Preflight must have passed."""
     import ansible_runner
 
-    state.mkdir(mode=0o700, parents=True, exist_ok=True)
     for sub in ("cp", "tmp", "runner"):
-        (state / sub).mkdir(mode=0o700, exist_ok=True)
+        private_dir(state / sub)
+    private_dir(state)
     plan.write_tree(state / "plan")
-    (state / "known_hosts").write_text("\n".join(known_hosts_lines(plan.loaded)) + "\n")
+    write_private(state / "known_hosts", "\n".join(known_hosts_lines(plan.loaded)) + "\n")
     inventory = write_inventory(plan, state)
     targets = hosts or list(plan.hosts)
     events = _Events(targets, check, progress)
@@ -337,6 +398,7 @@ def run(
         event_handler=events,
         rotate_artifacts=3,
     )
+    private_tree(state / "runner")  # ansible-runner writes its artifacts with the umask's modes
     return RunResult(
         mode="drift" if check else "apply",
         phases=phases,

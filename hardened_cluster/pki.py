@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hardened_cluster.private import private_dir
+
 CA_VALIDITY = timedelta(days=3650)
 LEAF_VALIDITY = timedelta(days=365)
 RENEW_BEFORE = timedelta(days=30)
@@ -109,7 +111,7 @@ def ensure_pki(
     _validate(cluster_name, etcd_members)
     directory = Path(directory)
     try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(directory.parent)
         store = _Store(directory, now)
         store.ensure_dir("")
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

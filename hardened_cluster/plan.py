@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,6 +19,7 @@ import jinja2
 import yaml
 
 from hardened_cluster import firewall, kubeadm
+from hardened_cluster.private import private_dir
 from hardened_cluster.secrets import ClusterSecrets
 from hardened_cluster.spec import LoadedSpec, Node, Spec
 
@@ -71,13 +73,12 @@ class Plan:
         return self.loaded.spec
 
     def write_tree(self, out: Path) -> int:
-        """Write `<out>/<host>/<path>` and `<out>/cluster/manifests/...` with each file's mode.
+        """Write `<out>/<host>/<path>` and `<out>/cluster/manifests/...`.
 
-        Directories are 0700: the tree holds keys. Files no longer planned are removed, so the
-        tree is exactly the plan.
+        Directories are 0700 and files 0600: the tree holds keys (the roles give each file its
+        planned mode on the host). Files no longer planned are removed, so the tree is exactly the plan.
         """
-        out.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(out, 0o700)
+        private_dir(out)
         wanted: dict[Path, PlannedFile] = {}
         for name, host in self.hosts.items():
             for f in host.files.values():
@@ -85,18 +86,21 @@ class Plan:
         for f in self.manifests.values():
             wanted[out / "cluster" / f.path] = f
         for path, f in wanted.items():
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not path.parent.is_dir():
+                private_dir(path.parent)
             data = f.content.encode()
             if not (path.is_file() and path.read_bytes() == data):
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
-            os.chmod(path, int(f.mode, 8))
+            os.chmod(path, 0o600)
         for path in sorted(out.rglob("*"), reverse=True):
             if path.is_file() and path not in wanted:
                 path.unlink()
             elif path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
+            elif path.is_dir() and stat.S_IMODE(path.stat().st_mode) != 0o700:
+                os.chmod(path, 0o700)
         return len(wanted)
 
     def role_hashes(self, role: str, hosts: list[str] | None = None) -> dict[str, str]:
@@ -207,6 +211,9 @@ FILES: list[FileRule] = [
     FileRule("/etc/sysctl.d/90-hardened-cluster.conf", "os_hardening", "0644", lambda c, n: c.spec.os_hardening.sysctl),
     FileRule("/etc/ssh/sshd_config.d/10-hardened-cluster.conf", "ssh_hardening", "0600", lambda c, n: c.spec.ssh_hardening.enabled),
     FileRule("/etc/nftables.conf", "firewall", "0600", lambda c, n: True),
+    # sudo reads the main file, then the drop-ins; a later rule wins, so both are planned.
+    FileRule("/etc/sudoers", "access", "0440", lambda c, n: True),
+    FileRule("/etc/sudoers.d/hardened-cluster", "access", "0440", lambda c, n: True),
     # etcd
     FileRule("/etc/etcd/etcd.conf.yml", "etcd", "0600", _etcd, owner="etcd", group="etcd"),
     FileRule("/etc/systemd/system/etcd.service", "etcd", "0644", _etcd),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hardened_cluster.pki import ClusterPKI, Member, ensure_pki
+from hardened_cluster.private import private_dir
 from hardened_cluster.spec import LoadedSpec, SecretRef, read_secret
 
 
@@ -25,7 +26,7 @@ def state_dir(cluster_name: str) -> Path:
 
 def write_private(path: Path, data: str | bytes) -> None:
     """Write a file that is 0600 before it holds anything, atomically."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.tmp")
     raw = data.encode() if isinstance(data, str) else data
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -20,6 +20,7 @@ import paramiko
 import yaml
 from pydantic import (
     BeforeValidator,
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -97,11 +98,24 @@ class Node(Model):
     labels: dict[str, str] = {}
 
 
+def _public_key(value: str) -> str:
+    if _parse_host_key(value) is None:
+        raise ValueError("not an SSH public key ('ssh-ed25519 AAAA... comment')")
+    return " ".join(value.split())
+
+
+PublicKey = Annotated[str, AfterValidator(_public_key)]
+
+
 class SSH(Model):
     user: str = "hcadmin"
     port: Port = 22
     private_key_file: FileRef = Path("~/.ssh/id_ed25519")
     known_hosts: FileRef | None = None
+    # Keys the login user may log in with besides the admin key (the public half of private_key_file).
+    authorized_keys: list[PublicKey] = []
+    # Keys root may log in with; none unless listed.
+    root_authorized_keys: list[PublicKey] = []
 
 
 class Cluster(Model):

@@ -91,18 +91,22 @@ def scan(loaded: LoadedSpec, source: str, *, via_node: Node | None = None, runne
     return [Probe(n.name, p, s, allowed(spec, n, p, source)) for (n, p), s in zip(targets, states)]
 
 
-def etcd_health(loaded: LoadedSpec) -> list[dict]:
-    """`etcdctl endpoint health --cluster` with the health-check client certificate, from the first member."""
-    spec = loaded.spec
-    member = spec.nodes_with("etcd")[0]
-    command = " ".join([
-        "sudo", "env", "ETCDCTL_API=3", f"{spec.etcd_bin_dir}/etcdctl",
+def etcdctl_argv(spec: Spec) -> list[str]:
+    """etcdctl on a member, against its own client port with the health-check client certificate."""
+    return [
+        f"{spec.etcd_bin_dir}/etcdctl",
         f"--endpoints=https://127.0.0.1:{spec.etcd.client_port}",
         "--cacert=/etc/etcd/pki/ca.crt",
         "--cert=/etc/etcd/pki/healthcheck-client.crt",
         "--key=/etc/etcd/pki/healthcheck-client.key",
-        "endpoint", "health", "--cluster", "-w", "json",
-    ])
+    ]
+
+
+def etcd_health(loaded: LoadedSpec) -> list[dict]:
+    """`etcdctl endpoint health --cluster` with the health-check client certificate, from the first member."""
+    spec = loaded.spec
+    member = spec.nodes_with("etcd")[0]
+    command = " ".join(["sudo", "env", "ETCDCTL_API=3", *etcdctl_argv(spec), "endpoint", "health", "--cluster", "-w", "json"])
     rc, out, err = ssh_run(loaded, member, command, timeout=60)
     if not out.strip().startswith("["):
         return [{"endpoint": member.name, "health": False, "error": (err or out).strip()[:300]}]

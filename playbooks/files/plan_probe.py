@@ -96,3 +96,29 @@ def units(names, extra=()):
     blocks = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line) for block in text.split("\n\n")]
     blocks = [b for b in blocks if b]
     return {name: block for name, block in zip(names, blocks)}
+
+
+
+def check_tree(root, owner, group, mode, limit=20):
+    """Entries below `root` (not `root` itself) with another owner or group, or a mode with bits beyond
+    `mode`: [{path, reason}] for the first `limit`, then one for `root` that counts the rest."""
+    out, count = [], 0
+    loose = ~int(mode, 8) & 0o7777
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(top, name)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            bits = stat.S_IMODE(st.st_mode)
+            reasons = _attributes(st, {"mode": "%04o" % bits, "owner": owner, "group": group})
+            if bits & loose:
+                reasons.append("mode %04o, at most %s" % (bits, mode))
+            if reasons:
+                count += 1
+                if len(out) < limit:
+                    out.append({"path": path, "reason": "%s: %s" % (path, ", ".join(reasons))})
+    if count > limit:
+        out.append({"path": root, "reason": "%d more entries below %s like these" % (count - limit, root)})
+    return out

@@ -29,6 +29,43 @@ def account(user, group, home, shell):
     return reasons
 
 
+def health(unit, argv, lines):
+    """Whether the member runs and answers its health check over mutual TLS; if not, why (log tail)."""
+    state = units([unit], extra=["SubState", "Result", "NRestarts"]).get(unit, {})
+    reason = ""
+    if state.get("ActiveState") != "active":
+        reason = "%s is %s (%s, result %s, %s automatic restarts)" % (
+            unit, state.get("ActiveState"), state.get("SubState"), state.get("Result"), state.get("NRestarts", "0"))
+    else:
+        try:
+            run = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False,
+                                 env=dict(os.environ, ETCDCTL_API="3"))
+            if run.returncode != 0:
+                reason = "%s does not answer its health check: %s" % (
+                    unit, ((run.stderr or run.stdout).strip().splitlines() or ["no output"])[-1][:200])
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            reason = "%s does not answer its health check: %s" % (unit, exc)
+    if not reason:
+        return {"ok": True, "reason": ""}
+    # The member's own lines, not systemd's about it; etcd logs JSON, whose msg and error say why.
+    name = unit if "." in unit else unit + ".service"
+    journal = subprocess.run(["journalctl", "_SYSTEMD_UNIT=" + name, "-n", str(lines), "-o", "cat", "--no-pager"],
+                             capture_output=True, text=True, check=False).stdout.strip().splitlines()
+    tail = " | ".join(_log_line(line) for line in journal) or "none"
+    return {"ok": False, "reason": "%s; last log lines: %s" % (reason, tail)}
+
+
+def _log_line(line):
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line[:200]
+    if not isinstance(entry, dict):
+        return line[:200]
+    text = " ".join(str(entry[k]) for k in ("level", "msg") if k in entry)
+    return (text + (": %s" % entry["error"] if "error" in entry else ""))[:300]
+
+
 def main():
     request = json.loads(sys.argv[1])
     result = {"errors": []}
@@ -38,6 +75,10 @@ def main():
         result["account"] = account(request["user"], request["group"], request["home"], request["shell"])
         result["units"] = units(request.get("units", []), extra=["NeedDaemonReload"])
         result["member"] = os.path.isdir(os.path.join(request["data_dir"], "member"))
+        tree = request.get("tree")
+        result["tree"] = check_tree(**tree) if tree else []
+        check = request.get("health")
+        result["health"] = health(check["unit"], check["argv"], check["lines"]) if check else {"ok": True, "reason": ""}
     except Exception as exc:  # reported by the next task: this probe's own output is hidden (no_log)
         result["errors"].append("%s: %s" % (type(exc).__name__, exc))
     print(json.dumps(result))

@@ -41,6 +41,55 @@ def sysctl_drift(text):
     return drift, readonly, missing
 
 
+# Where systemd-sysctl reads drop-ins at boot: a name in an earlier directory hides the same name in
+# a later one, and all are read in name order, so a later name wins. procps reads /etc/sysctl.conf last.
+SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
+
+
+def _assignments(lines):
+    """(line number, key with dots, value) of each assignment."""
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if line and line[0] not in "#;" and "=" in line:
+            key, _, value = line.lstrip("-").partition("=")
+            yield number, key.strip().replace("/", "."), " ".join(value.split())
+
+
+def boot_overrides(text, own):
+    """Lines that set a planned key to another value and are read after the drop-in `own` at boot."""
+    planned = {key: value for _, key, value in _assignments(text.splitlines())}
+    chosen = {}
+    for directory in SYSCTL_DIRS:
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if name.endswith(".conf"):
+                chosen.setdefault(name, os.path.join(directory, name))
+    order = [chosen[name] for name in sorted(chosen)]
+    if os.path.isfile("/etc/sysctl.conf"):
+        order.append("/etc/sysctl.conf")
+    seen, after, out = set(), False, []
+    for path in order:
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        if path == own:
+            after = True
+            continue
+        if not after and path != "/etc/sysctl.conf":
+            continue
+        with open(real, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+        for number, key, value in _assignments(lines):
+            if key in planned and value != planned[key]:
+                out.append({"path": real, "setting": key, "line": number,
+                            "reason": "%s:%d sets %s = %s at boot, after the planned %s" % (real, number, key, value, planned[key])})
+    return out
+
+
 def swap_state():
     with open("/proc/swaps", encoding="utf-8") as handle:
         active = [line.split()[0] for line in handle.read().splitlines()[1:] if line.strip()]
@@ -105,8 +154,10 @@ def main():
         "sysctl_drift": [], "sysctl_readonly": [], "sysctl_missing": [],
         "swap_active": [], "swap_in_fstab": False,
     }
+    result["sysctl_overrides"] = []
     if request.get("sysctl") is not None:
         result["sysctl_drift"], result["sysctl_readonly"], result["sysctl_missing"] = sysctl_drift(request["sysctl"])
+        result["sysctl_overrides"] = boot_overrides(request["sysctl"], request["sysctl_dropin"])
     if request.get("swap"):
         result["swap_active"], result["swap_in_fstab"] = swap_state()
     result["paths"] = sensitive_paths(request.get("paths", []))
