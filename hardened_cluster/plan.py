@@ -142,13 +142,18 @@ class Context:
     def etcd_initial_cluster(self) -> str:
         return ",".join(f"{n.name}=https://{_host(n)}:{self.spec.etcd.peer_port}" for n in self.etcd_members)
 
+    @cached_property
+    def _sandboxed(self) -> dict[str, set[str]]:
+        """Per sandbox runtime, the names of the nodes it is enabled on (a set: it is asked once per node)."""
+        rt = self.spec.runtimes
+        return {name: set(r.nodes) if r.enabled else set() for name, r in (("gvisor", rt.gvisor), ("kata", rt.kata))}
+
     def runtimes_on(self, node: Node) -> list[str]:
         """Runtime handlers containerd gets on this node; Kata only where preflight found KVM."""
         out = ["runc"]
-        rt = self.spec.runtimes
-        if rt.gvisor.enabled and node.name in rt.gvisor.nodes:
+        if node.name in self._sandboxed["gvisor"]:
             out.append("gvisor")
-        if rt.kata.enabled and node.name in rt.kata.nodes and self.facts.get(node.name, HostFacts()).kata_capable:
+        if node.name in self._sandboxed["kata"] and self.facts.get(node.name, HostFacts()).kata_capable:
             out.append("kata")
         return out
 

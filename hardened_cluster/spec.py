@@ -719,13 +719,13 @@ def _topology_issues(spec: Spec) -> list[SpecIssue]:
         issues.append(SpecIssue("nodes", f"{len(etcd)} etcd members; more than 7 slows every write, allowed: 1, 3, 5 or 7"))
     if not spec.nodes_with("control-plane"):
         issues.append(SpecIssue("nodes", "no node has the role 'control-plane'; at least one is required"))
-    names = {n.name for n in spec.nodes}
+    names = {n.name: n for n in spec.nodes}  # by name: spec.node() per entry is quadratic in the node count
     for runtime in ("gvisor", "kata"):
         rt = getattr(spec.runtimes, runtime)
         for j, name in enumerate(rt.nodes):
             if name not in names:
                 issues.append(SpecIssue(f"runtimes.{runtime}.nodes[{j}]", f"unknown node '{name}'; nodes: {', '.join(sorted(names))}"))
-            elif "worker" not in spec.node(name).roles:
+            elif "worker" not in names[name].roles:
                 issues.append(SpecIssue(f"runtimes.{runtime}.nodes[{j}]", f"'{name}' is not a worker; sandboxed runtimes run on workers"))
         if rt.enabled and not rt.nodes:
             issues.append(SpecIssue(f"runtimes.{runtime}.nodes", f"{runtime} is enabled on no node; list the workers that run it or set enabled: false"))

@@ -1,7 +1,7 @@
 """How messages about a spec show what the user wrote: key paths and values, escaped and bounded.
 
-Invisible and confusable characters (BOM, zero-width, non-breaking spaces, tabs, controls) are shown
-as escapes, so that `'name\\u200b'` explains why a key that looks right is unknown. Values under keys
+Invisible and confusable characters (BOM, zero-width, non-breaking spaces, tabs, controls, and any
+other non-ASCII character, such as a Cyrillic 'а' in a Latin name) are shown as escapes, so that `'name\\u200b'` explains why a key that looks right is unknown. Values under keys
 that hold or reference key material are never shown.
 """
 from __future__ import annotations
@@ -25,9 +25,9 @@ HIDDEN = Hidden()
 
 
 def escaped(text: str) -> str:
-    """`text` quoted, with every non-printable or non-ASCII space character escaped, cut to MAX_SHOWN."""
+    """`text` quoted, with every character but printable ASCII escaped, cut to MAX_SHOWN."""
     cut = text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN]
-    out = "".join(c if c != "\\" and c.isprintable() and (c == " " or not c.isspace()) else c.encode("unicode_escape").decode()
+    out = "".join(c if c != "\\" and c.isascii() and c.isprintable() else c.encode("unicode_escape").decode()
                   for c in cut)
     more = f"... ({len(text):,} characters)" if cut is not text else ""
     return f"'{out}'{more}" if "'" not in out else f'"{out}"{more}'

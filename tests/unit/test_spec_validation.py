@@ -35,7 +35,7 @@ LEAKS = ("Traceback", 'File "', "Error:", "function-after", "function-plain", "l
          "Value error,", "errors.pydantic.dev", "<class", "IPv4Network", "IPv6Network", "IPv4Address",
          "IPv6Address", "Input should be", "Input is not")
 # A key that is not an identifier is written quoted in brackets, escaped: labels['topology.kubernetes.io/zone'].
-KEY_PATH = re.compile(r"^([A-Za-z_]\w*|\[\d+\]|\['[ -&(-~]+'\])(\.[A-Za-z_]\w*|\[\d+\]|\['[ -&(-~]+'\])*$")
+KEY_PATH = re.compile(r"^([A-Za-z_]\w*|\[\d+\]|\['[ -&(-~]*'\])(\.[A-Za-z_]\w*|\[\d+\]|\['[ -&(-~]*'\])*$")
 
 
 @dataclass
