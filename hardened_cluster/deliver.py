@@ -193,6 +193,7 @@ def host_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
             **artifacts.etcd_host_vars(spec),
             "etcd_snapshot_enabled": snap.enabled,
             "etcd_snapshot_dir": str(snap.directory),
+            "etcd_snapshot_encrypted": snap.encryption_key is not None,
         })
     for role in {f.role for f in plan.hosts[node.name].files.values()}:
         out[f"{role}_files"] = _file_entries(plan, node, role, plan_dir)

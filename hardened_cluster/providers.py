@@ -27,6 +27,7 @@ from pulumi.runtime.rpc import UNKNOWN
 
 from hardened_cluster.core import converge, plan_for, select_phases
 from hardened_cluster.deliver import RunResult, run
+from hardened_cluster.age_key import identity_problem
 from hardened_cluster.pki import fingerprint
 from hardened_cluster.preflight import ssh_run
 from hardened_cluster.secrets import resolve_secrets, state_dir, write_private
@@ -180,7 +181,7 @@ def _supplied_problem(name: str, value: str, provider: str, key_names: set[str])
     if name == "certificate-key":
         return None if re.fullmatch(r"[0-9a-f]{64}", value) else "not 32 bytes hex-encoded (64 characters 0-9a-f)"
     if name == "etcd-snapshot-key":
-        return None if value else "empty"
+        return identity_problem(value)
     return "unknown secret"
 
 

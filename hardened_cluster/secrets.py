@@ -12,6 +12,8 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hardened_cluster.age_key import generate_identity, identity_problem
+from hardened_cluster.errors import SpecError, SpecIssue
 from hardened_cluster.pki import ClusterPKI, Member, ensure_pki
 from hardened_cluster.private import private_dir
 from hardened_cluster.spec import LoadedSpec, SecretRef, read_secret
@@ -88,6 +90,20 @@ def _resolve(ref: SecretRef, name: str, nbytes: int, loaded: LoadedSpec, store: 
     return value
 
 
+def _snapshot_identity(ref: SecretRef, loaded: LoadedSpec, store: SecretStore) -> str:
+    """The age identity that encrypts etcd snapshots; referenced ones were checked at load."""
+    if not ref.generated:
+        value = read_secret(ref, loaded.base_dir)
+        assert value is not None, "validated at load"
+        return value
+    value = store.get_or_create("etcd-snapshot-key", generate_identity)
+    if identity_problem(value):
+        raise SpecError([SpecIssue("etcd.snapshot.encryption_key", (
+            f"the generated key {store.directory / 'etcd-snapshot-key'} is not an age identity (it was made for "
+            "openssl enc snapshots); move it aside, keeping it for those snapshots, and a new age identity is made"))])
+    return value
+
+
 def resolve_secrets(loaded: LoadedSpec, directory: Path) -> ClusterSecrets:
     """Every secret the plan needs: referenced ones read, generated ones created once."""
     spec = loaded.spec
@@ -95,7 +111,7 @@ def resolve_secrets(loaded: LoadedSpec, directory: Path) -> ClusterSecrets:
     key_bytes = 32
     keys = [(k.name, _resolve(k.secret, f"encryption-{k.name}", key_bytes, loaded, store)) for k in spec.encryption.keys]
     snap = spec.etcd.snapshot.encryption_key
-    snapshot_key = _resolve(snap, "etcd-snapshot-key", 32, loaded, store) if snap else None
+    snapshot_key = _snapshot_identity(snap, loaded, store) if snap else None
     members = [Member(n.name, str(n.address)) for n in spec.nodes_with("etcd")]
     return ClusterSecrets(
         encryption_keys=keys,

@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from hardened_cluster import spec_rules
+from hardened_cluster.age_key import identity_problem
 from hardened_cluster.errors import SpecError, SpecIssue
 from hardened_cluster.spec_limits import LOADER, MAX_BYTES, document_issues
 from hardened_cluster.spec_text import HIDDEN, key_path, shown
@@ -759,7 +760,12 @@ def _other_issues(spec: Spec, base_dir: Path) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
     snap = spec.etcd.snapshot
     if snap.encryption_key is not None:
-        issues += _secret_ref_issues(snap.encryption_key, "etcd.snapshot.encryption_key", base_dir)
+        ref_issues = _secret_ref_issues(snap.encryption_key, "etcd.snapshot.encryption_key", base_dir)
+        issues += ref_issues
+        value = None if ref_issues else read_secret(snap.encryption_key, base_dir)
+        problem = identity_problem(value) if value is not None else None
+        if problem:
+            issues.append(SpecIssue("etcd.snapshot.encryption_key", f"{snap.encryption_key.describe()} {problem}"))
     runtimes = spec.runtimes
     if runtimes.artifacts == "bundle" and runtimes.bundle is None:
         issues.append(SpecIssue("runtimes.bundle", "runtimes.artifacts is 'bundle': name the bundle directory "

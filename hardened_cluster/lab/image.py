@@ -35,6 +35,8 @@ PACKAGES = (
     "busybox-static",
     "openssl",
     "ca-certificates",
+    # etcd snapshots are encrypted with age (roles/etcd installs it on real hosts).
+    "age",
 )
 MASKED_UNITS = (
     "getty.target",
