@@ -39,6 +39,10 @@ ETCD = ("etcd", "etcdctl", "etcdutl")
 # A bundle holds what Go modules build; gVisor and Kata are not among them (Debian's runsc serves
 # the bundle's nodes as it serves the distro's).
 NOT_IN_BUNDLE = GVISOR + KATA
+# Images a bundle's nodes import (no registry is pulled from): the pod sandbox, the node agents of
+# the network and the service proxy, and CoreDNS on every node; the control plane's own on theirs.
+NODE_IMAGES = ("image:pause", "image:kube-proxy", "image:kube-router", "image:coredns")
+CONTROL_PLANE_IMAGES = ("image:kube-apiserver", "image:kube-controller-manager", "image:kube-scheduler")
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 DOWNLOAD_TIMEOUT = 60.0
 CHUNK = 1 << 20
@@ -165,7 +169,7 @@ def handlers(host: HostPlan) -> list[str]:
 
 
 def names_for(phases: Iterable[str], runtime_handlers: Iterable[str], etcd_member: bool = False,
-              source: str = "release") -> list[str]:
+              source: str = "release", control_plane: bool = False) -> list[str]:
     """The artifacts the given phases install on a node whose containerd has these handlers."""
     phases, runtime_handlers = set(phases), set(runtime_handlers)
     names: list[str] = []
@@ -178,6 +182,8 @@ def names_for(phases: Iterable[str], runtime_handlers: Iterable[str], etcd_membe
         names += KATA if "kata" in runtime_handlers else ()
     if "kubernetes" in phases and runtime_handlers:
         names += KUBERNETES_BINARIES
+        if source == "bundle":
+            names += NODE_IMAGES + (CONTROL_PLANE_IMAGES if control_plane else ())
     if source == "bundle":
         names = [n for n in names if n not in NOT_IN_BUNDLE or n in KATA]
     return names
@@ -322,7 +328,8 @@ def fetch_for(plan: Plan, phases: Iterable[str], arch: str = "amd64", cache_dir:
     if source.kind == "distro":
         return
     names = {name for host in plan.hosts.values()
-             for name in names_for(phases, handlers(host), "etcd" in host.node.roles, source.kind)}
+             for name in names_for(phases, handlers(host), "etcd" in host.node.roles, source.kind,
+                                   "control-plane" in host.node.roles)}
     for e in entries_for(plan.spec, sorted(names), arch):
         fetch(e, source, cache_dir)
 
@@ -349,7 +356,10 @@ def host_vars(spec: Spec, host: HostPlan, arch: str = "amd64", cache_dir: Path |
     source = source_for(spec).kind
     release = source != "distro"
     runtime_names = names_for(["runtime"], runtime_handlers, source=source)
+    images = names_for(["kubernetes"], runtime_handlers, source=source,
+                       control_plane="control-plane" in host.node.roles)
     return {
+        "kubernetes_node_images": _image_list(spec, [n for n in images if n.startswith("image:")], arch, cache_dir),
         "container_runtime_artifact_source": source,
         "container_runtime_handlers": runtime_handlers,
         "container_runtime_release_files": _install_list(spec, runtime_names, arch, cache_dir) if release else [],
@@ -369,6 +379,24 @@ def _binary_file(e: Entry, dest: str, cache_dir: Path | None) -> dict:
             "sha256": e.digest.partition(":")[2], "mode": "0755", "owner": "root", "group": "root"}
 
 
+def _image_list(spec: Spec, names: list[str], arch: str, cache_dir: Path | None) -> list[dict]:
+    """The bundle's image archives for a node: each with the reference containerd knows it by."""
+    if not names:
+        return []
+    out = []
+    for name in names:
+        try:
+            e = bundle_entry(name, spec, arch)
+        except ArtifactError as exc:
+            # Reported by the role that needs it, so phases that do not need it still run.
+            out.append({"name": name.removeprefix("image:"), "unavailable": str(exc)})
+            continue
+        image = bundle.load(spec.runtimes.bundle).artifacts[name]
+        out.append({"name": name.removeprefix("image:"), "reference": image.reference,
+                    "held_as": f"{image.reference}@{image.digest}", "src": str(cache_path(e, cache_dir))})
+    return out
+
+
 def etcd_host_vars(spec: Spec, arch: str = "amd64", cache_dir: Path | None = None) -> dict:
     """Role variables for an etcd member: the verified binaries to install and the minor versions a
     running older cluster must step through (etcd upgrades one minor at a time); none from Debian."""
@@ -379,6 +407,7 @@ def etcd_host_vars(spec: Spec, arch: str = "amd64", cache_dir: Path | None = Non
         return out
     try:
         entries = entries_for(spec, ETCD if source == "bundle" else ETCD[:1], arch)
+        steps = entries_for(spec, bundle.ETCD_UPGRADE_STEPS, arch) if source == "bundle" else []
     except ArtifactError as exc:
         out["etcd_unavailable"].append(str(exc))  # reported by the etcd role, so other phases still run
         return out
@@ -387,10 +416,9 @@ def etcd_host_vars(spec: Spec, arch: str = "amd64", cache_dir: Path | None = Non
         return out
     out["etcd_binary_files"] = [_binary_file(e, INSTALL[e.name], cache_dir) for e in entries]
     out["etcd_version"] = entries[0].version
-    if source == "bundle":
-        for e in entries_for(spec, bundle.ETCD_UPGRADE_STEPS, arch):
-            step = _binary_file(e, f"{ETCD_STEP_DIR}/{e.name}", cache_dir)
-            out["etcd_upgrade_steps"].append(step | {"minor": ".".join(e.version.split(".")[:2])})
+    for e in steps:
+        step = _binary_file(e, f"{ETCD_STEP_DIR}/{e.name}", cache_dir)
+        out["etcd_upgrade_steps"].append(step | {"minor": ".".join(e.version.split(".")[:2])})
     return out
 
 

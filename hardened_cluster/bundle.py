@@ -10,6 +10,7 @@ A bundle directory is an artifact source of the spec (`runtimes.artifacts: bundl
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -127,6 +128,8 @@ class Artifact:
     size: int
     source: str  # module@version, or what the file was made from
     kind: str  # binary | image | archive
+    reference: str = ""  # an image's name as containerd knows it after import
+    digest: str = ""  # and the digest of its manifest there
 
     def describe(self) -> str:
         return f"{self.name} {self.version}"
@@ -260,9 +263,12 @@ class Builder:
         else:
             self.progress(f"  {binary.name:<26} {version:<14} building ...")
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{binary.name}.tmp")
-            _go(["build", f"-ldflags={' '.join(ldflags)}", "-o", str(tmp), binary.package], binary.build_dir)
-            tmp.replace(target)
+            tmp = target.with_name(f".{binary.name}.{os.getpid()}.tmp")
+            try:
+                _go(["build", f"-ldflags={' '.join(ldflags)}", "-o", str(tmp), binary.package], binary.build_dir)
+                tmp.replace(target)
+            finally:
+                tmp.unlink(missing_ok=True)
             self.progress(f"  {binary.name:<26} {version:<14} built in {time.monotonic() - started:.0f}s")
         return target, version, f"{binary.module}@{version}"
 
@@ -314,6 +320,15 @@ def build(kubernetes: str | None = None, out: Path | None = None, progress: Prog
     kubernetes = kubernetes or DEFAULT_KUBERNETES
     out = out or default_out(kubernetes)
     builder = Builder(kubernetes, progress)
+    builder.cache.mkdir(parents=True, exist_ok=True)
+    # One build at a time on a machine: a second waits, then finds the first one's work cached.
+    with open(builder.cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(builder, out)
+
+
+def _build(builder: Builder, out: Path) -> Bundle:
+    kubernetes, progress = builder.kubernetes, builder.progress
     (out / "bin").mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(exist_ok=True)
     started = time.monotonic()
@@ -321,14 +336,16 @@ def build(kubernetes: str | None = None, out: Path | None = None, progress: Prog
     artifacts: dict[str, Artifact] = {}
     built: dict[str, tuple[Path, str, str]] = {}
 
-    def place(name: str, src: Path, rel: str, version: str, source: str, kind: str) -> None:
+    def place(name: str, src: Path, rel: str, version: str, source: str, kind: str, reference: str = "",
+              digest: str = "") -> None:
         dest = out / rel
         if not dest.exists() or _sha256(dest) != _sha256(src):
             tmp = dest.with_name(f".{dest.name}.tmp")
             shutil.copyfile(src, tmp)
             os.chmod(tmp, 0o755 if kind == "binary" else 0o644)
             tmp.replace(dest)
-        artifacts[name] = Artifact(name, version, rel, _sha256(dest), dest.stat().st_size, source, kind)
+        artifacts[name] = Artifact(name, version, rel, _sha256(dest), dest.stat().st_size, source, kind, reference,
+                                   digest)
 
     for binary in binaries(kubernetes):
         path, version, source = builder.binary(binary)
@@ -367,7 +384,8 @@ def build(kubernetes: str | None = None, out: Path | None = None, progress: Prog
         archive.parent.mkdir(parents=True, exist_ok=True)
         if not archive.is_file():
             oci.write_archive(image, archive)
-        place(f"image:{name}", archive, f"images/{name}.tar", image.tag, made_from, "image")
+        place(f"image:{name}", archive, f"images/{name}.tar", image.tag, made_from, "image", image.reference,
+              oci.manifest_digest(archive))
         progress(f"  image {image.reference:<40} {artifacts[f'image:{name}'].size >> 20} MiB")
 
     manifest = {"schema": BUNDLE_SCHEMA, "kubernetes": kubernetes, "go": builder._go_version,
@@ -383,11 +401,19 @@ def build(kubernetes: str | None = None, out: Path | None = None, progress: Prog
 # kube-proxy and kube-router program the kernel through iptables, ipset and conntrack: their images
 # carry those tools (and what they link) from Debian's packages, with apt resolving the closure.
 USERLAND = ("iptables", "ipset", "conntrack")
+# kube-router's init container installs the CNI config it then keeps up to date (busybox's sh and install).
+KUBE_ROUTER_EXTRA = ("busybox-static",)
 # What update-alternatives would link in the image (no maintainer scripts run there): the nf_tables
 # backend, as on the hosts.
 XTABLES_LINKS = tuple(f"/usr/sbin/{tool}{suffix}" for tool in ("iptables", "ip6tables")
                       for suffix in ("", "-save", "-restore"))
 KUBE_ROUTER_IMAGE = "docker.io/cloudnativelabs/kube-router"
+
+
+def kube_router_image() -> str:
+    """The kube-router image the network's DaemonSet runs, at the version its build module pins."""
+    module = "github.com/cloudnativelabs/kube-router/v2"
+    return f"{KUBE_ROUTER_IMAGE}:{pinned_version(BUILD_ROOT / 'kube-router', module)}"
 
 
 def debian_closure(packages: tuple[str, ...]) -> list[str]:
@@ -453,8 +479,10 @@ def image_specs(kubernetes: str, built: dict[str, tuple[Path, str, str]], cache:
     userland, debs = debian_files(USERLAND, cache / "debian", progress)
     with_debs = " + debian " + " ".join(debs)
     specs.append((image(refs["kube-proxy"], "kube-proxy", userland), built["kube-proxy"][2] + with_debs))
-    router_ref = f"{KUBE_ROUTER_IMAGE}:{built['kube-router'][1]}"
-    specs.append((image(router_ref, "kube-router", userland), built["kube-router"][2] + with_debs))
+    router_land, router_debs = debian_files(USERLAND + KUBE_ROUTER_EXTRA, cache / "debian", progress)
+    router_ref = kube_router_image()
+    specs.append((image(router_ref, "kube-router", router_land),
+                  built["kube-router"][2] + " + debian " + " ".join(router_debs)))
     return specs
 
 

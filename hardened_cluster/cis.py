@@ -27,7 +27,7 @@ from hardened_cluster import kubeadm
 from hardened_cluster.pki import PKIError, fingerprint
 from hardened_cluster.plan import HostPlan, PlannedFile, Plan
 
-Status = Literal["PASS", "FAIL", "NOT-DECIDABLE"]
+Status = Literal["PASS", "FAIL", "NOT-DECIDABLE", "WARN"]
 Result = tuple[Status, str]
 
 # The benchmark's lists (1.2.29 API server, 4.2.12 kubelet) of strong TLS cipher suites.
@@ -183,12 +183,33 @@ CONTROLS: tuple[Control, ...] = tuple(Control(*row) for row in (
 
 def summary(findings: Iterable[Finding]) -> dict[str, int]:
     counts = Counter(f.status for f in findings)
-    return {status: counts.get(status, 0) for status in ("PASS", "FAIL", "NOT-DECIDABLE")}
+    return {status: counts.get(status, 0) for status in ("PASS", "FAIL", "NOT-DECIDABLE", "WARN")}
+
+# What each lab exception (spec lab_exceptions) gives up, reported by `check` as WARN.
+LAB_EXCEPTIONS = {
+    "kubelet_allow_cgroup_v1": (
+        "kubelet runs on a cgroup v1 host (failCgroupV1: false)",
+        "no CIS control; cgroup v1 lacks the memory and PSI accounting kubelet's eviction and swap "
+        "handling rely on, and kubelet 1.35 refuses it by default"),
+    "kube_proxy_keeps_conntrack_max": (
+        "kube-proxy leaves nf_conntrack_max as it is (conntrack.maxPerCore: 0)",
+        "no CIS control; under heavy connection load the kernel's default table may fill and drop packets"),
+    "kubeadm_skip_system_verification": (
+        "kubeadm's SystemVerification preflight is skipped",
+        "no CIS control; kernel version, kernel config and cgroup controllers are not checked before "
+        "kubeadm init and join"),
+}
+
+
+def lab_exception_findings(spec) -> list[Finding]:
+    """One WARN for each lab exception the spec sets."""
+    return [Finding(f"LAB.{key}", title, "WARN", None, detail)
+            for key, (title, detail) in LAB_EXCEPTIONS.items() if getattr(spec.lab_exceptions, key)]
 
 
 def check_plan(plan: Plan) -> list[Finding]:
     """Every control for every host it applies to, in spec node order and benchmark order."""
-    return _Check(plan).run()
+    return _Check(plan).run() + lab_exception_findings(plan.spec)
 
 
 class _Check:

@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import ipaddress
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -68,7 +69,18 @@ KINDS: Mapping[str, tuple[type[pulumi.CustomResource], tuple[str, ...]]] = {
     "Namespace": (k8s.core.v1.Namespace, ()),
     "RuntimeClass": (k8s.node.v1.RuntimeClass, ("handler", "overhead", "scheduling")),
     "NetworkPolicy": (k8s.networking.v1.NetworkPolicy, ("spec",)),
+    # The network (network.cni: kube-router).
+    "ServiceAccount": (k8s.core.v1.ServiceAccount, ()),
+    "ClusterRole": (k8s.rbac.v1.ClusterRole, ("rules",)),
+    "ClusterRoleBinding": (k8s.rbac.v1.ClusterRoleBinding, ("roleRef", "subjects")),
+    "ConfigMap": (k8s.core.v1.ConfigMap, ("data",)),
+    "DaemonSet": (k8s.apps.v1.DaemonSet, ("spec",)),
 }
+
+
+def _argument(field: str) -> str:
+    """A manifest's top-level field as the typed resource's keyword argument (roleRef -> role_ref)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", field).lower()
 
 
 def tier_hashes(plan: Plan, tier: Tier) -> dict[str, str]:
@@ -220,7 +232,7 @@ class HardenedCluster(pulumi.ComponentResource):
             resource = cls(
                 f"{name}-{kind.lower()}-{namespace + '-' if namespace else ''}{obj_name}",
                 metadata=this.apply(lambda o: o["metadata"]),
-                **{field: this.apply(lambda o, f=field: o.get(f)) for field in fields},
+                **{_argument(field): this.apply(lambda o, f=field: o.get(f)) for field in fields},
                 opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=depends),
             )
             if kind == "Namespace":

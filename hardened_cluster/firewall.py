@@ -17,6 +17,8 @@ CNI_PORTS = {
     "calico": [("bgp", "tcp", "179"), ("vxlan", "udp", "4789"), ("typha", "tcp", "5473")],
     "cilium": [("vxlan", "udp", "8472"), ("cilium-health", "tcp", "4240")],
     "flannel": [("vxlan", "udp", "8472")],
+    # kube-router routes pod subnets between nodes over BGP; its GoBGP admin port (50051) stays closed.
+    "kube-router": [("bgp", "tcp", "179")],
     "none": [],
 }
 NODEPORT_RANGE = "30000-32767"

@@ -132,3 +132,10 @@ def write_archive(spec: ImageSpec, out: Path, arch: str = "amd64") -> None:
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
     tmp.replace(out)
+
+
+def manifest_digest(archive: Path) -> str:
+    """The digest of the image manifest an archive's index names (what containerd lists after import)."""
+    with tarfile.open(archive) as tar:
+        index = json.load(tar.extractfile("index.json"))
+    return index["manifests"][0]["digest"]

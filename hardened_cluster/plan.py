@@ -276,6 +276,7 @@ MANIFESTS: list[tuple[str, Callable[[Context], bool]]] = [
     ("manifests/runtimeclass-gvisor.yaml", lambda c: c.spec.runtimes.gvisor.enabled),
     ("manifests/runtimeclass-kata.yaml", lambda c: c.spec.runtimes.kata.enabled),
     ("manifests/networkpolicies.yaml", lambda c: any(ns.baseline_network_policy for ns in c.spec.namespaces)),
+    ("manifests/kube-router.yaml", lambda c: c.spec.network.cni == "kube-router"),
 ]
 
 
@@ -296,6 +297,9 @@ def make_environment() -> jinja2.Environment:
     env.filters["to_json"] = lambda v: json.dumps(v)
     env.filters.update(kubeadm.TEMPLATE_FILTERS)
     env.globals.update(kubeadm.TEMPLATE_GLOBALS)
+    from hardened_cluster import bundle  # it builds on this module's REPO_ROOT
+
+    env.globals["KUBE_ROUTER_IMAGE"] = bundle.kube_router_image()
     return env
 
 

@@ -165,7 +165,8 @@ class Network(Model):
     service_cidr: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.IPv4Network("10.96.0.0/12")
     admin_cidrs: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(min_length=1)
     i_accept_api_and_ssh_open_to_the_internet: bool = False
-    cni: Literal["calico", "cilium", "flannel", "none"] = "calico"
+    # kube-router is installed by hardened-cluster (from the bundle's image); the others by their own tools.
+    cni: Literal["calico", "cilium", "flannel", "kube-router", "none"] = "calico"
 
 
 class Snapshot(Model):
@@ -262,6 +263,9 @@ class Runtimes(Model):
     # or an offline bundle directory built by `hardened-cluster artifacts build` (`bundle`).
     artifacts: Literal["distro", "release", "bundle"] = "release"
     bundle: Path | None = None
+    # Privileged pods (kube-proxy, the network) get no host devices and no device cgroup opening:
+    # they do not need them, and a node whose own device cgroup is closed (the lab's) refuses it.
+    privileged_pods_get_host_devices: bool = False
 
 
 class ExtraPort(Model):
@@ -307,6 +311,20 @@ class NamespacePolicy(Model):
     baseline_network_policy: bool = True
 
 
+class LabExceptions(Model):
+    """What only a lab on a shared, older kernel needs. Each one weakens a check; `check` names it.
+
+    Never set on real machines: the sample spec keeps every one off.
+    """
+
+    # kubelet 1.35 refuses cgroup v1 hosts (failCgroupV1); the lab's machine has cgroup v1 only.
+    kubelet_allow_cgroup_v1: bool = False
+    # kubeadm's SystemVerification preflight reads the machine's kernel config and cgroups.
+    kubeadm_skip_system_verification: bool = False
+    # nf_conntrack_max is machine-wide: kube-proxy leaves it as it is instead of raising it.
+    kube_proxy_keeps_conntrack_max: bool = False
+
+
 class Spec(Model):
     api_version: Literal["hardened-cluster/v1"] = Field(alias="apiVersion")
     cluster: Cluster
@@ -322,6 +340,7 @@ class Spec(Model):
     os_hardening: OSHardening = OSHardening()
     ssh_hardening: SSHHardening = SSHHardening()
     namespaces: list[NamespacePolicy] = []
+    lab_exceptions: LabExceptions = LabExceptions()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -33,6 +33,11 @@ PACKAGES = (
     "runc",
     "runsc",
     "busybox-static",
+    # What kubeadm's preflight and the kubelet look for on a node (the roles install them on real hosts).
+    "conntrack",
+    "iptables",
+    "socat",
+    "ethtool",
     "openssl",
     "ca-certificates",
     # etcd snapshots are encrypted with age (roles/etcd installs it on real hosts).

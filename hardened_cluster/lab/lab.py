@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -20,6 +21,8 @@ from .model import (
     OUTSIDER_ADDRESS,
     OUTSIDER_NETNS,
     PREFIX,
+    RUNTIME_DIR,
+    RUNTIME_DIRS,
     LabError,
     LabNode,
     netns_name,
@@ -79,7 +82,7 @@ class Lab:
 
     def __init__(
         self,
-        runtime_dir: Path = Path("/run/hardened-cluster-lab"),
+        runtime_dir: Path = RUNTIME_DIR,
         cache_dir: Path = Path("/var/cache/hardened-cluster/lab"),
     ) -> None:
         self.runtime_dir = Path(runtime_dir)
@@ -112,7 +115,13 @@ class Lab:
 
     def build_image(self) -> Path:
         _require_root()
-        keep = {Path(self._load_state()["image"])} if self._load_state().get("image") else set()
+        # Every lab on this machine (each instance has its own runtime dir) keeps the image it runs on.
+        keep = set()
+        for state_file in map(Path, glob.glob(f"{RUNTIME_DIRS}/state.json")):
+            try:
+                keep.add(Path(json.loads(state_file.read_text())["image"]))
+            except (OSError, ValueError, KeyError):
+                continue
         return image.build(self.cache_dir, keep)
 
     def _ensure_admin_key(self) -> str:
@@ -259,7 +268,7 @@ class Lab:
             return (
                 mountpoint.startswith(f"{self.runtime_dir}/")
                 or mountpoint == str(self.runtime_dir)
-                or PREFIX in mountpoint
+                or f"/{PREFIX}-" in mountpoint
             )
 
         for mountpoint in sorted(filter(ours, _mountpoints()), key=len, reverse=True):

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-PREFIX = "hclab"
-SUBNET = ipaddress.IPv4Network("10.231.0.0/24")
-CONTROLLER_ADDRESS = "10.231.0.1"
-OUTSIDER_ADDRESS = "10.231.0.250"
+# A second lab can run beside the first (HC_LAB_INSTANCE=1: prefix hclab1, 10.232.0.0/24), each on
+# its own bridge, isolated from the other; its specs use that subnet's addresses.
+INSTANCE = int(os.environ.get("HC_LAB_INSTANCE", "0"))
+PREFIX = "hclab" if INSTANCE == 0 else f"hclab{INSTANCE}"
+SUBNET = ipaddress.IPv4Network(f"10.{231 + INSTANCE}.0.0/24")
+CONTROLLER_ADDRESS = str(SUBNET[1])
+OUTSIDER_ADDRESS = str(SUBNET[250])
+RUNTIME_DIR = Path("/run/hardened-cluster-lab" + ("" if INSTANCE == 0 else f"-{INSTANCE}"))
+# The runtime dirs of every instance: each keeps the image it runs on.
+RUNTIME_DIRS = "/run/hardened-cluster-lab*"
 OUTSIDER_NETNS = f"{PREFIX}-outside"
 BRIDGE = f"{PREFIX}-br0"
 NFT_TABLE = PREFIX

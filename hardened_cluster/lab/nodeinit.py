@@ -19,6 +19,12 @@ OLD_ROOT = "run/.oldroot"
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty", "net/tun", "kvm")
 # Machine-wide knobs in /proc that stay read-only in the node (all of /proc/sys but net is handled apart).
 READ_ONLY_PROC = ("sysrq-trigger", "irq", "bus", "fs", "acpi", "scsi")
+# Kernel-wide sysctls that kubelet's protectKernelDefaults checks: each node sees (and its sysctl
+# writes) a node-local copy, starting from the machine's value, so hardening a node never changes
+# the machine's kernel.
+NODE_LOCAL_SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
+                      "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes")
+NODE_LOCAL_SYSCTL_DIR = "run/hclab/sysctl"
 
 
 def mount(*args: str) -> None:
@@ -63,6 +69,8 @@ def _dev(root: Path) -> None:
         mount("--bind", str(source), str(target))
     (dev / "console").touch()
     mount("--bind", "/dev/null", str(dev / "console"))
+    # kubelet's OOM watcher opens /dev/kmsg; the machine's kernel log stays out of the node (as kind does).
+    (dev / "kmsg").symlink_to("console")
     (dev / "pts").mkdir()
     mount("-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620,gid=5,nosuid,noexec", "devpts", str(dev / "pts"))
     (dev / "ptmx").symlink_to("pts/ptmx")
@@ -89,6 +97,16 @@ def _proc(root: Path) -> None:
         if path.exists():
             mount("--bind", str(path), str(path))
             mount("-o", "remount,bind,ro,nosuid,nodev,noexec", str(path))
+
+
+def _node_local_sysctls(root: Path) -> None:
+    """Bind a node-local file over each of NODE_LOCAL_SYSCTLS (after /run is mounted)."""
+    views = root / NODE_LOCAL_SYSCTL_DIR
+    views.mkdir(parents=True)
+    for key in NODE_LOCAL_SYSCTLS:
+        view = views / key.replace("/", ".")
+        view.write_text((root / "proc/sys" / key).read_text())
+        mount("--bind", str(view), str(root / "proc/sys" / key))
 
 
 def _sys(root: Path, hierarchies: list[list]) -> None:
@@ -119,6 +137,7 @@ def boot(config: dict) -> None:
     _dev(root)
     mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=0755", "tmpfs", str(root / "run"))
     mount("-t", "tmpfs", "-o", "nosuid,nodev,mode=1777", "tmpfs", str(root / "tmp"))
+    _node_local_sysctls(root)
     (root / OLD_ROOT).mkdir()
     os.chdir(root)
     subprocess.run(["pivot_root", ".", OLD_ROOT], check=True)

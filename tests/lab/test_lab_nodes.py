@@ -126,6 +126,24 @@ def test_node_changes_its_own_net_sysctls_only(lab):
         lab.lab.exec(first, ["sysctl", "-w", f"net.ipv4.ip_forward={before}"])
 
 
+@pytest.mark.parametrize("key", ["kernel.panic", "vm.overcommit_memory", "kernel.keys.root_maxkeys"])
+def test_kubelet_checked_sysctls_are_node_local(lab, key):
+    """The values kubelet's protectKernelDefaults checks: a node sets its own, the machine keeps its."""
+    path = Path("/proc/sys") / key.replace(".", "/")
+    machine = path.read_text().strip()
+    wanted = str(int(machine) + 3)
+    first, second = lab.nodes[0].name, lab.nodes[1].name
+    before = out(lab, first, ["cat", str(path)])
+    assert before == machine
+    lab.lab.exec(first, ["sysctl", "-w", f"{key}={wanted}"])
+    try:
+        assert out(lab, first, ["sysctl", "-n", key]) == wanted
+        assert out(lab, second, ["cat", str(path)]) == machine
+        assert path.read_text().strip() == machine
+    finally:
+        lab.lab.exec(first, ["sysctl", "-w", f"{key}={before}"])
+
+
 def test_node_lacks_machine_wide_capabilities(lab):
     for node in lab.nodes:
         status = out(lab, node.name, ["cat", "/proc/1/status"])

@@ -116,7 +116,9 @@ def test_tampered_file_is_refused_before_anything_is_installed(bundle, bundle_sp
     shutil.copytree(bundle.root, root, copy_function=lambda s, d: Path(d).symlink_to(s))
     kubeadm = root / bundle.artifacts["kubeadm"].file
     kubeadm.unlink()
-    kubeadm.write_bytes(bundle.path("kubeadm").read_bytes()[:-1] + b"\0")
+    data = bytearray(bundle.path("kubeadm").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    kubeadm.write_bytes(bytes(data))
     spec_dir = tmp_path / "spec"
     spec_dir.mkdir()
     (spec_dir / "cluster.yaml").write_text(bundle_spec_text(root))
@@ -125,6 +127,6 @@ def test_tampered_file_is_refused_before_anything_is_installed(bundle, bundle_sp
     (spec_dir / "known_hosts").write_text("".join(f"{n['address']} {key}\n" for n in nodes))
     loaded = load_spec(spec_dir / "cluster.yaml")
     plan = render_plan(loaded, resolve_secrets(loaded, tmp_path / "state"))
-    with pytest.raises(artifacts.ArtifactError, match=r"kubeadm 1\.35\.4 from .*kubeadm has digest sha256:"):
-        artifacts.fetch_for(plan, ["etcd", "runtime", "kubernetes"], cache_dir=tmp_path / "cache")
-    assert not list((tmp_path / "cache").rglob("kubeadm"))
+    with pytest.raises(artifacts.ArtifactError, match=r"kubeadm 1\.35\.4 \(amd64\) from .*/bin/kubeadm has digest sha256:"):
+        artifacts.fetch_for(plan, ["etcd", "kubernetes"], cache_dir=tmp_path / "cache")
+    assert not [p for p in (tmp_path / "cache").rglob("kubeadm") if p.is_file()]

@@ -194,8 +194,8 @@ def test_kms_v2_is_a_strong_provider(state):
 
 def test_summary_counts_every_status():
     findings = [cis.Finding("1.2.1", "t", "PASS", "a", "d"), cis.Finding("1.2.2", "t", "FAIL", "a", "d")]
-    assert cis.summary(findings) == {"PASS": 1, "FAIL": 1, "NOT-DECIDABLE": 0}
-    assert cis.summary([]) == {"PASS": 0, "FAIL": 0, "NOT-DECIDABLE": 0}
+    assert cis.summary(findings) == {"PASS": 1, "FAIL": 1, "NOT-DECIDABLE": 0, "WARN": 0}
+    assert cis.summary([]) == {"PASS": 0, "FAIL": 0, "NOT-DECIDABLE": 0, "WARN": 0}
 
 
 def test_kubeadm_flags_extra_args_override_defaults():
@@ -219,3 +219,13 @@ def test_kubeadm_flags_extra_args_override_defaults():
     assert cm["cluster-cidr"] == "10.244.0.0/16" and cm["allocate-node-cidrs"] == "true"
     assert "cluster-cidr" not in kubeadm.component_flags("kube-controller-manager", {})
     assert kubeadm.component_flags("kube-scheduler", {})["bind-address"] == "127.0.0.1"
+
+
+def test_lab_exceptions_are_reported_as_warnings_and_the_sample_has_none():
+    sample = load_spec(Path("inventories/sample/cluster.yaml")).spec
+    assert cis.lab_exception_findings(sample) == []
+    relaxed = sample.model_copy(update={"lab_exceptions": sample.lab_exceptions.model_copy(
+        update={"kubelet_allow_cgroup_v1": True, "kubeadm_skip_system_verification": True})})
+    found = cis.lab_exception_findings(relaxed)
+    assert [f.status for f in found] == ["WARN", "WARN"]
+    assert {f.id for f in found} == {"LAB.kubelet_allow_cgroup_v1", "LAB.kubeadm_skip_system_verification"}

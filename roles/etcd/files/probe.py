@@ -1,8 +1,10 @@
 """Read-only probe for the etcd role, printed as JSON.
 
-Input (argv[1], JSON): files (each with its planned sha256), dirs, user, group, home, shell, units, data_dir.
+Input (argv[1], JSON): files (each with its planned sha256), dirs, user, group, home, shell, units, data_dir,
+binaries (installed etcd binaries, with their sha256), tls (how to ask the local member for /version).
 Reports planned files and directories that differ (reasons only, never contents or hashes),
-the etcd account, the state of the units and whether the data directory holds a member.
+the etcd account, the state of the units, whether the data directory holds a member, which binaries
+differ, and the versions the running member reports (None when it does not answer).
 """
 # Sent after playbooks/files/plan_probe.py, as one script (see tasks/probe.yml): the imports,
 # _attributes, _sha256, check_files, check_dirs and units used here come from there.
@@ -27,6 +29,24 @@ def account(user, group, home, shell):
     if gid is not None and entry.pw_gid != gid:
         reasons.append("primary group %s, want %s" % (entry.pw_gid, group))
     return reasons
+
+
+def member_version(request):
+    """The running member's /version ({"etcdserver", "etcdcluster"}) over mTLS, or None when it does not answer."""
+    import ssl
+    import urllib.request
+
+    tls = request.get("tls")
+    if not tls:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=tls["ca"])
+        context.check_hostname = False  # the member is asked on 127.0.0.1; its CA is pinned
+        context.load_cert_chain(tls["cert"], tls["key"])
+        with urllib.request.urlopen(tls["url"], context=context, timeout=3) as answer:
+            return json.loads(answer.read().decode())
+    except (OSError, ValueError):
+        return None
 
 
 def health(unit, argv, lines):
@@ -79,6 +99,8 @@ def main():
         result["tree"] = check_tree(**tree) if tree else []
         check = request.get("health")
         result["health"] = health(check["unit"], check["argv"], check["lines"]) if check else {"ok": True, "reason": ""}
+        result["binaries"] = check_files(request.get("binaries", []))
+        result["version"] = member_version(request)
     except Exception as exc:  # reported by the next task: this probe's own output is hidden (no_log)
         result["errors"].append("%s: %s" % (type(exc).__name__, exc))
     print(json.dumps(result))
