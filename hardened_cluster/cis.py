@@ -14,6 +14,7 @@ share it.
 """
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from collections import Counter
@@ -556,10 +557,15 @@ def _scheduler(flags: dict[str, str]) -> dict[str, Result]:
 
 def _kubelet_reads_config(host: HostPlan) -> bool:
     """Whether the kubelet's effective ExecStart (the drop-in's, else the unit's) passes --config=KUBELET_CONFIG."""
+    return _units_read_config(tuple(file.content if file else "" for file in _planned(host, KUBELET_UNITS)))
+
+
+@functools.lru_cache(maxsize=64)  # every Kubernetes node of a plan has the same kubelet units
+def _units_read_config(units: tuple[str, ...]) -> bool:
     environment: dict[str, str] = {}
     command = ""
-    for file in _planned(host, KUBELET_UNITS):
-        for line in (file.content if file else "").splitlines():
+    for text in units:
+        for line in text.splitlines():
             key, _, value = line.strip().partition("=")
             if key == "Environment":
                 for assignment in shlex.split(value):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 from hardened_cluster.spec import Node, Spec
@@ -32,7 +33,15 @@ class Rule:
     sources: tuple[Network, ...]
 
     def sources_v(self, version: int) -> list[str]:
-        return [str(s) for s in self.sources if s.version == version]
+        return self._sources_text[version]
+
+    @cached_property  # every node of a role renders this rule object
+    def _sources_text(self) -> dict[int, list[str]]:
+        return _by_version(self.sources)
+
+
+def _by_version(networks: tuple[Network, ...]) -> dict[int, list[str]]:
+    return {version: [str(n) for n in networks if n.version == version] for version in (4, 6)}
 
 
 def _hosts(nodes: list[Node]) -> tuple[Network, ...]:
@@ -63,10 +72,18 @@ class Forwarding:
     nodeport_range: ClassVar[str] = NODEPORT_RANGE
 
     def nodes_v(self, version: int) -> list[str]:
-        return [str(s) for s in self.nodes if s.version == version]
+        return self._nodes_text[version]
 
     def nodeport_sources_v(self, version: int) -> list[str]:
-        return [str(s) for s in self.nodeport_sources if s.version == version]
+        return self._nodeport_sources_text[version]
+
+    @cached_property  # every node of a role renders this object
+    def _nodes_text(self) -> dict[int, list[str]]:
+        return _by_version(self.nodes)
+
+    @cached_property
+    def _nodeport_sources_text(self) -> dict[int, list[str]]:
+        return _by_version(self.nodeport_sources)
 
 
 def _kube_nodes(spec: Spec) -> tuple[Network, ...]:

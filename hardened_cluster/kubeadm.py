@@ -6,6 +6,7 @@ the flags a component really gets: `component_flags` rebuilds them the way kubea
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from cryptography import x509
@@ -147,6 +148,7 @@ def _placeholders(cluster: dict, endpoint: dict) -> dict[str, str]:
     return values
 
 
+@functools.lru_cache(maxsize=8)  # every join configuration of a plan pins the same CA
 def ca_cert_hash(cert_pem: str) -> str:
     """kubeadm's discovery pin: sha256 over the CA certificate's DER SubjectPublicKeyInfo."""
     cert = x509.load_pem_x509_certificate(cert_pem.encode("ascii"))

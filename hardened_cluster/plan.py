@@ -16,6 +16,9 @@ from functools import cached_property
 from pathlib import Path
 
 import jinja2
+import jinja2.meta
+import jinja2.nodes
+import pydantic
 import yaml
 
 from hardened_cluster import firewall, kubeadm
@@ -181,7 +184,8 @@ class FileRule:
 
 
 def _roles(*names: str) -> Predicate:
-    return lambda ctx, node: bool(set(names) & set(node.roles))
+    wanted = frozenset(names)
+    return lambda ctx, node: not wanted.isdisjoint(node.roles)
 
 
 def _first_cp(ctx: Context, node: Node) -> bool:
@@ -313,6 +317,69 @@ def _template_name(path: str) -> str:
     return path.lstrip("/") + ".j2"
 
 
+def node_inputs(env: jinja2.Environment, name: str, per_node: frozenset[str],
+                including: frozenset[str] = frozenset()) -> frozenset[str] | None:
+    """The per-node values template `name` and what it includes can read: `node.<attribute>` or another
+    of the variables named in `per_node` (the rest, such as spec and ctx, are the same for every node).
+
+    None when it may read more of the node than named attributes (the node passed on whole, to a method
+    or a macro; a template included by a computed name; a filter, test or global given the context).
+    """
+    ast = env.parse(env.loader.get_source(env, name)[0], name)
+    attributes = [g for g in ast.find_all(jinja2.nodes.Getattr)
+                  if isinstance(g.node, jinja2.nodes.Name) and g.node.name == "node"]
+    read = {f"node.{g.attr}" for g in attributes}
+    named = {id(g.node) for g in attributes}
+    for n in ast.find_all(jinja2.nodes.Name):
+        if n.ctx == "load" and (n.name == "node" or n.name in per_node) and id(n) not in named:
+            if n.name == "node":
+                return None
+            read.add(n.name)
+    used = [(env.filters, f.name) for f in ast.find_all(jinja2.nodes.Filter)]
+    used += [(env.tests, t.name) for t in ast.find_all(jinja2.nodes.Test)]
+    used += [(env.globals, n.name) for n in ast.find_all(jinja2.nodes.Name)]
+    if any(getattr(getattr(where.get(what), "jinja_pass_arg", None), "name", None) == "context" for where, what in used):
+        return None
+    for other in jinja2.meta.find_referenced_templates(ast):
+        if other is None:
+            return None
+        if other not in including:
+            more = node_inputs(env, other, per_node, including | {name})
+            if more is None:
+                return None
+            read |= more
+    return frozenset(read)
+
+
+def _frozen(value: object) -> object:
+    """`value` as a hashable key equal only for equal values of the same types (1, 1.0 and True differ)."""
+    if isinstance(value, pydantic.BaseModel):
+        return type(value), tuple((k, _frozen(v)) for k, v in value)
+    if isinstance(value, dict):
+        return dict, tuple((k, _frozen(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value), tuple(_frozen(v) for v in value)
+    if isinstance(value, (set, frozenset)):
+        return type(value), frozenset(_frozen(v) for v in value)
+    hash(value)
+    return type(value), value
+
+
+def _render_key(inputs: frozenset[str] | None, node: Node, per_node: dict[str, object]) -> object:
+    """Equal for two nodes only when the template reads equal values for both, so it renders the same.
+
+    `per_node` holds, for each per-node variable other than the node, a hashable value it is a function of.
+    """
+    if inputs is None:
+        return object()
+    missing = object()
+    try:
+        return tuple(_frozen(getattr(node, read[5:], missing)) if read.startswith("node.") else per_node[read]
+                     for read in sorted(inputs))
+    except TypeError:  # an unhashable value: render for this node alone
+        return object()
+
+
 def render_plan(
     loaded: LoadedSpec,
     secrets: ClusterSecrets,
@@ -321,7 +388,9 @@ def render_plan(
 ) -> Plan:
     env = env or make_environment()
     ctx = Context(spec=loaded.spec, secrets=secrets, facts=facts or {})
-    templates: dict[str, jinja2.Template] = {}
+    templates: dict[str, tuple[jinja2.Template, frozenset[str] | None]] = {}
+    # Most files are the same on every node of a role: each is rendered once per distinct input it reads.
+    rendered: dict[tuple[FileRule, object], PlannedFile] = {}
     hosts: dict[str, HostPlan] = {}
     # A node's firewall rules depend only on its roles and SSH port; computing them per node is O(nodes^2).
     rules: dict[tuple[tuple[str, ...], int], tuple[list[firewall.Rule], firewall.Forwarding | None]] = {}
@@ -331,21 +400,28 @@ def render_plan(
         shape = (tuple(sorted(node.roles)), ctx.spec.ssh_port(node))
         if shape not in rules:
             rules[shape] = firewall.node_rules(ctx.spec, node), firewall.node_forwarding(ctx.spec, node)
+        runtimes = ctx.runtimes_on(node)
         variables = {"spec": ctx.spec, "ctx": ctx, "node": node, "rules": rules[shape][0],
-                     "forwarding": rules[shape][1], "runtimes": ctx.runtimes_on(node)}
+                     "forwarding": rules[shape][1], "runtimes": runtimes}
+        per_node = {"rules": shape, "forwarding": shape, "runtimes": tuple(runtimes)}
         for rule in FILES:
             if not rule.when(ctx, node):
                 continue
             if rule.source is not None:
                 content = rule.source(ctx, node)
-            else:
-                name = _template_name(rule.path)
-                if name not in templates:
-                    templates[name] = env.get_template(name)
-                content = templates[name].render(variables)
-            files[rule.path] = PlannedFile(rule.path, content, rule.mode, rule.role, rule.owner, rule.group, rule.secret)
-        rt = loaded.spec.runtimes
-        if rt.kata.enabled and node.name in rt.kata.nodes and "kata" not in variables["runtimes"]:
+                files[rule.path] = PlannedFile(rule.path, content, rule.mode, rule.role, rule.owner, rule.group,
+                                               rule.secret)
+                continue
+            name = _template_name(rule.path)
+            if name not in templates:
+                templates[name] = env.get_template(name), node_inputs(env, name, frozenset(per_node))
+            template, inputs = templates[name]
+            key = (rule, _render_key(inputs, node, per_node))
+            if key not in rendered:
+                rendered[key] = PlannedFile(rule.path, template.render(variables), rule.mode, rule.role, rule.owner,
+                                            rule.group, rule.secret)
+            files[rule.path] = rendered[key]
+        if node.name in ctx._sandboxed["kata"] and "kata" not in runtimes:
             notes.append("kata handler left out: preflight found no /dev/kvm with vhost-vsock on this host")
         hosts[node.name] = HostPlan(node, files, notes)
     manifests = {}

@@ -205,29 +205,36 @@ def _label_issues(spec: Spec) -> list[SpecIssue]:
     from hardened_cluster.kubeadm import RUNTIME_LABEL_PREFIX
 
     issues = []
+    key_problems: dict[str, str | None] = {}  # the same keys recur on node after node
     for i, node in enumerate(spec.nodes):
         for key, value in node.labels.items():
-            path = key_path(("nodes", i, "labels", key))
-            prefix, _, name = key.rpartition("/")
-            domain = prefix.split("/")[0] if prefix else ""
-            problem = None
-            if not _LABEL_NAME.fullmatch(name) or "/" in prefix:
-                problem = ("is not a label key: [prefix/]name, the name at most 63 letters, digits, '-', '_' "
-                           "or '.', starting and ending with a letter or digit")
-            elif prefix and _subdomain_problem(prefix):
-                problem = f"has the prefix {shown(prefix)}, which {_subdomain_problem(prefix)}"
-            elif key.startswith(RUNTIME_LABEL_PREFIX):
-                problem = "is set by hardened-cluster from runtimes.gvisor and runtimes.kata"
-            elif (domain.endswith(_K8S_LABEL_NAMESPACES) and key not in _KUBELET_LABELS
-                  and not key.startswith(_KUBELET_LABEL_PREFIXES)):
-                problem = ("is in a Kubernetes namespace the kubelet may not set (--node-labels); allowed there: "
-                           "topology.kubernetes.io/zone and region, node.kubernetes.io/* and kubelet.kubernetes.io/*")
+            if key not in key_problems:
+                key_problems[key] = _label_key_problem(key, RUNTIME_LABEL_PREFIX)
+            problem = key_problems[key]
             if problem:
-                issues.append(SpecIssue(path, f"the key {shown(key)} {problem}"))
+                issues.append(SpecIssue(key_path(("nodes", i, "labels", key)), f"the key {shown(key)} {problem}"))
             elif value and not _LABEL_NAME.fullmatch(value):
-                issues.append(SpecIssue(path, f"{shown(value)} is not a label value: empty, or at most 63 letters, "
-                                        "digits, '-', '_' or '.', starting and ending with a letter or digit"))
+                issues.append(SpecIssue(key_path(("nodes", i, "labels", key)), (
+                    f"{shown(value)} is not a label value: empty, or at most 63 letters, "
+                    "digits, '-', '_' or '.', starting and ending with a letter or digit")))
     return issues
+
+
+def _label_key_problem(key: str, runtime_prefix: str) -> str | None:
+    prefix, _, name = key.rpartition("/")
+    domain = prefix.split("/")[0] if prefix else ""
+    if not _LABEL_NAME.fullmatch(name) or "/" in prefix:
+        return ("is not a label key: [prefix/]name, the name at most 63 letters, digits, '-', '_' "
+                "or '.', starting and ending with a letter or digit")
+    if prefix and _subdomain_problem(prefix):
+        return f"has the prefix {shown(prefix)}, which {_subdomain_problem(prefix)}"
+    if key.startswith(runtime_prefix):
+        return "is set by hardened-cluster from runtimes.gvisor and runtimes.kata"
+    if (domain.endswith(_K8S_LABEL_NAMESPACES) and key not in _KUBELET_LABELS
+            and not key.startswith(_KUBELET_LABEL_PREFIXES)):
+        return ("is in a Kubernetes namespace the kubelet may not set (--node-labels); allowed there: "
+                "topology.kubernetes.io/zone and region, node.kubernetes.io/* and kubelet.kubernetes.io/*")
+    return None
 
 
 def _access_issues(spec: Spec) -> list[SpecIssue]:
