@@ -14,12 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel
 
 from hardened_cluster import access, artifacts, kubeadm
 from hardened_cluster.plan import REPO_ROOT, Plan
 from hardened_cluster.private import private_dir, private_tree
 from hardened_cluster.secrets import write_private
-from hardened_cluster.spec import LoadedSpec, Node
+from hardened_cluster.spec import LoadedSpec, Node, SecretRef
 
 PLAYBOOK = REPO_ROOT / "playbooks" / "site.yml"
 ROLES_DIR = REPO_ROOT / "roles"
@@ -242,6 +243,18 @@ def _sandboxes(host) -> list[str]:
     return [names[h] for h in artifacts.handlers(host) if h in names]
 
 
+def secret_env_names(model: BaseModel) -> set[str]:
+    """The environment variables the spec's secret references read, anywhere in it."""
+    if isinstance(model, SecretRef):
+        return {model.env} if model.env else set()
+    names: set[str] = set()
+    for _, value in model:
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, BaseModel):
+                names |= secret_env_names(item)
+    return names
+
+
 def write_inventory(plan: Plan, state: Path) -> Path:
     """The Ansible inventory, generated from the spec (never hand-written)."""
     plan_dir = state / "plan"
@@ -375,7 +388,7 @@ def run(
     forks: int = 20,
 ) -> RunResult:
     """Run the roles of `phases` on `hosts` (default all). Preflight must have passed."""
-    import ansible_runner
+    from ansible_runner.interface import init_runner
 
     for sub in ("cp", "tmp", "runner"):
         private_dir(state / sub)
@@ -386,7 +399,7 @@ def run(
     targets = hosts or list(plan.hosts)
     events = _Events(targets, check, progress)
     started = time.monotonic()
-    runner = ansible_runner.run(
+    runner = init_runner(
         private_data_dir=str(state / "runner"),
         playbook=str(PLAYBOOK),
         inventory=str(inventory),
@@ -399,6 +412,11 @@ def run(
         event_handler=events,
         rotate_artifacts=3,
     )
+    # ansible-runner hands Ansible a copy of this process's environment and records it in the run's
+    # artifacts: secrets the spec takes from the environment must be in neither.
+    for name in secret_env_names(plan.spec):
+        runner.config.env.pop(name, None)
+    runner.run()
     private_tree(state / "runner")  # ansible-runner writes its artifacts with the umask's modes
     return RunResult(
         mode="drift" if check else "apply",

@@ -71,7 +71,8 @@ def run(spec_path: Path, keep: bool = False) -> int:
             ok &= good
             _say(line)
 
-        drift, _ = converge(loaded, check=True)
+        # Check mode of every role on every host: the rerun shortcut would only compare fingerprints.
+        drift, _ = converge(loaded, check=True, full=True)
         changes = Counter({name: len(h.changes) or h.changed for name, h in drift.hosts.items() if h.changed})
         ok &= drift.succeeded and not changes
         _say(f"  drift: {'none' if not changes else dict(changes)}")

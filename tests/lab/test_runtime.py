@@ -158,8 +158,8 @@ def test_gvisor_handler_runs_under_gvisor(lab, image):
 
 
 def test_a_second_converge_changes_nothing(lab_spec, lab_state, converged):
-    again, _ = converge(lab_spec, check=False, phases=PHASES, state=lab_state)
-    assert again.succeeded
+    again, _ = converge(lab_spec, check=False, phases=PHASES, state=lab_state, full=True)
+    assert again.succeeded and again.hosts and not any(r.unchanged for r in again.hosts.values())
     assert again.changed == 0, {h: [c.describe() for c in r.changes] for h, r in again.hosts.items() if r.changes}
 
 
@@ -171,6 +171,7 @@ def test_drift_in_the_containerd_config_is_reported_and_fixed(lab, lab_spec, lab
     assert all(r.changed == 0 for h, r in drift.hosts.items() if h != "worker-2")
     fixed, _ = converge(lab_spec, check=False, phases=PHASES, state=lab_state)
     assert any("Restart containerd" in c.task for c in fixed.hosts["worker-2"].changes)
-    clean, _ = converge(lab_spec, check=True, phases=PHASES, state=lab_state)
+    clean, _ = converge(lab_spec, check=True, phases=PHASES, state=lab_state, full=True)
+    assert clean.succeeded and clean.hosts and not any(r.unchanged for r in clean.hosts.values())
     assert clean.changed == 0
 
