@@ -109,7 +109,7 @@ def node_rules(spec: Spec, node: Node) -> list[Rule]:
     admins = tuple(spec.network.admin_cidrs)
     etcd = _hosts(spec.nodes_with("etcd"))
     control_plane = _hosts(spec.nodes_with("control-plane"))
-    kube_nodes = _kube_nodes(spec)
+    kube_nodes = _collapse(_kube_nodes(spec))  # once: several rules take them, and each is collapsed below
     roles = set(node.roles)
     rules = [Rule("ssh", "tcp", str(spec.ssh_port(node)), admins)]
     if "etcd" in roles:

@@ -182,6 +182,9 @@ class FileRule:
     source: Source | None = None  # data from secrets/PKI instead of a template
     secret: bool = False
 
+    def planned(self, content: str) -> PlannedFile:
+        return PlannedFile(self.path, content, self.mode, self.role, self.owner, self.group, self.secret)
+
 
 def _roles(*names: str) -> Predicate:
     wanted = frozenset(names)
@@ -365,17 +368,16 @@ def _frozen(value: object) -> object:
     return type(value), value
 
 
-def _render_key(inputs: frozenset[str] | None, node: Node, per_node: dict[str, object]) -> object:
+def _render_key(inputs: tuple[str, ...], node: Node, per_node: dict[str, object]) -> object:
     """Equal for two nodes only when the template reads equal values for both, so it renders the same.
 
-    `per_node` holds, for each per-node variable other than the node, a hashable value it is a function of.
+    `inputs` are node_inputs in a fixed order; `per_node` holds, for each per-node variable other than the
+    node, a hashable value it is a function of.
     """
-    if inputs is None:
-        return object()
     missing = object()
     try:
         return tuple(_frozen(getattr(node, read[5:], missing)) if read.startswith("node.") else per_node[read]
-                     for read in sorted(inputs))
+                     for read in inputs)
     except TypeError:  # an unhashable value: render for this node alone
         return object()
 
@@ -388,9 +390,9 @@ def render_plan(
 ) -> Plan:
     env = env or make_environment()
     ctx = Context(spec=loaded.spec, secrets=secrets, facts=facts or {})
-    templates: dict[str, tuple[jinja2.Template, frozenset[str] | None]] = {}
+    templates: dict[str, tuple[jinja2.Template, tuple[str, ...] | None]] = {}
     # Most files are the same on every node of a role: each is rendered once per distinct input it reads.
-    rendered: dict[tuple[FileRule, object], PlannedFile] = {}
+    rendered: dict[tuple[int, object], PlannedFile] = {}
     hosts: dict[str, HostPlan] = {}
     # A node's firewall rules depend only on its roles and SSH port; computing them per node is O(nodes^2).
     rules: dict[tuple[tuple[str, ...], int], tuple[list[firewall.Rule], firewall.Forwarding | None]] = {}
@@ -404,22 +406,25 @@ def render_plan(
         variables = {"spec": ctx.spec, "ctx": ctx, "node": node, "rules": rules[shape][0],
                      "forwarding": rules[shape][1], "runtimes": runtimes}
         per_node = {"rules": shape, "forwarding": shape, "runtimes": tuple(runtimes)}
-        for rule in FILES:
+        for index, rule in enumerate(FILES):
             if not rule.when(ctx, node):
                 continue
             if rule.source is not None:
-                content = rule.source(ctx, node)
-                files[rule.path] = PlannedFile(rule.path, content, rule.mode, rule.role, rule.owner, rule.group,
-                                               rule.secret)
+                files[rule.path] = rule.planned(rule.source(ctx, node))
                 continue
             name = _template_name(rule.path)
             if name not in templates:
-                templates[name] = env.get_template(name), node_inputs(env, name, frozenset(per_node))
+                inputs = node_inputs(env, name, frozenset(per_node))
+                # Node names are unique: a file that reads its node's name is that node's alone.
+                alone = inputs is None or "node.name" in inputs
+                templates[name] = env.get_template(name), None if alone else tuple(sorted(inputs))
             template, inputs = templates[name]
-            key = (rule, _render_key(inputs, node, per_node))
+            if inputs is None:
+                files[rule.path] = rule.planned(template.render(variables))
+                continue
+            key = (index, _render_key(inputs, node, per_node))
             if key not in rendered:
-                rendered[key] = PlannedFile(rule.path, template.render(variables), rule.mode, rule.role, rule.owner,
-                                            rule.group, rule.secret)
+                rendered[key] = rule.planned(template.render(variables))
             files[rule.path] = rendered[key]
         if node.name in ctx._sandboxed["kata"] and "kata" not in runtimes:
             notes.append("kata handler left out: preflight found no /dev/kvm with vhost-vsock on this host")
