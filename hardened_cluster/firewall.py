@@ -44,8 +44,12 @@ def _by_version(networks: tuple[Network, ...]) -> dict[int, list[str]]:
     return {version: [str(n) for n in networks if n.version == version] for version in (4, 6)}
 
 
+_HOST_NETWORK = {4: ipaddress.IPv4Network, 6: ipaddress.IPv6Network}
+
+
 def _hosts(nodes: list[Node]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(n.address) for n in nodes)
+    # From the address as an integer: given the address itself, the constructor parses its text again.
+    return tuple(_HOST_NETWORK[n.address.version](int(n.address)) for n in nodes)
 
 
 def _collapse(networks: tuple[Network, ...]) -> tuple[Network, ...]:
