@@ -225,7 +225,8 @@ def test_timer_snapshot_restores_into_new_data_dir(applied, lab, lab_spec):
 rm -rf /tmp/restore && mkdir -p /tmp/restore && cd /tmp/restore
 cd /var/backups/etcd && sha256sum -c {snapshot.rsplit('/', 1)[1]}.sha256 >/dev/null && cd /tmp/restore
 age --decrypt --identity /etc/etcd/snapshot.key --output snap.db {snapshot}
-ETCDCTL_API=3 etcdctl snapshot restore snap.db --name restored --data-dir /tmp/restore/data \
+# etcdutl restores from etcd 3.5 on (3.6 dropped `etcdctl snapshot restore`); Debian's 3.4 has only etcdctl.
+ETCDCTL_API=3 $(command -v etcdutl || command -v etcdctl) snapshot restore snap.db --name restored --data-dir /tmp/restore/data \
   --initial-cluster restored=http://127.0.0.1:23800 --initial-advertise-peer-urls http://127.0.0.1:23800 >/dev/null
 etcd --name restored --data-dir /tmp/restore/data --listen-client-urls http://127.0.0.1:23790 \
   --advertise-client-urls http://127.0.0.1:23790 --listen-peer-urls http://127.0.0.1:23800 \
