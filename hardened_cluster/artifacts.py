@@ -393,7 +393,7 @@ def _image_list(spec: Spec, names: list[str], arch: str, cache_dir: Path | None)
             continue
         image = bundle.load(spec.runtimes.bundle).artifacts[name]
         out.append({"name": name.removeprefix("image:"), "reference": image.reference,
-                    "held_as": f"{image.reference}@{image.digest}", "src": str(cache_path(e, cache_dir))})
+                    "held_as": f"{image.reference}@{image.image_id}", "src": str(cache_path(e, cache_dir))})
     return out
 
 

@@ -129,7 +129,7 @@ class Artifact:
     source: str  # module@version, or what the file was made from
     kind: str  # binary | image | archive
     reference: str = ""  # an image's name as containerd knows it after import
-    digest: str = ""  # and the digest of its manifest there
+    image_id: str = ""  # and its ID there (its config's digest)
 
     def describe(self) -> str:
         return f"{self.name} {self.version}"
@@ -337,7 +337,7 @@ def _build(builder: Builder, out: Path) -> Bundle:
     built: dict[str, tuple[Path, str, str]] = {}
 
     def place(name: str, src: Path, rel: str, version: str, source: str, kind: str, reference: str = "",
-              digest: str = "") -> None:
+              image_id: str = "") -> None:
         dest = out / rel
         if not dest.exists() or _sha256(dest) != _sha256(src):
             tmp = dest.with_name(f".{dest.name}.tmp")
@@ -345,7 +345,7 @@ def _build(builder: Builder, out: Path) -> Bundle:
             os.chmod(tmp, 0o755 if kind == "binary" else 0o644)
             tmp.replace(dest)
         artifacts[name] = Artifact(name, version, rel, _sha256(dest), dest.stat().st_size, source, kind, reference,
-                                   digest)
+                                   image_id)
 
     for binary in binaries(kubernetes):
         path, version, source = builder.binary(binary)
@@ -385,7 +385,7 @@ def _build(builder: Builder, out: Path) -> Bundle:
         if not archive.is_file():
             oci.write_archive(image, archive)
         place(f"image:{name}", archive, f"images/{name}.tar", image.tag, made_from, "image", image.reference,
-              oci.manifest_digest(archive))
+              oci.image_id(archive))
         progress(f"  image {image.reference:<40} {artifacts[f'image:{name}'].size >> 20} MiB")
 
     manifest = {"schema": BUNDLE_SCHEMA, "kubernetes": kubernetes, "go": builder._go_version,

@@ -231,6 +231,9 @@ def _kubernetes_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
                 name: {kubeadm.runtime_label(r): "true" for r in _sandboxes(other)}
                 for name, other in plan.hosts.items() if _sandboxes(other)
             } if init else {},
+            "cluster_objects_nodes": {
+                n.name: str(n.address) for n in plan.spec.nodes if {"control-plane", "worker"} & set(n.roles)
+            } if init else {},
         })
     elif "worker" in node.roles:
         out.update({"worker_bin_dir": bin_dir, "worker_token_host": first_cp})

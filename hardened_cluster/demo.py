@@ -71,6 +71,16 @@ def run(spec_path: Path, keep: bool = False) -> int:
             ok &= good
             _say(line)
 
+        if "kubernetes" in result.phases and result.succeeded and loaded.spec.runtimes.artifacts == "bundle":
+            from hardened_cluster import bundle
+            from hardened_cluster.cluster_checks import proofs
+            from hardened_cluster.secrets import state_dir
+
+            kubectl = bundle.load(loaded.spec.runtimes.bundle).path("kubectl")
+            for line, good in proofs(loaded, kubectl, state_dir(loaded.spec.cluster.name) / "admin.conf"):
+                ok &= good
+                _say(f"  {line}")
+
         # Check mode of every role on every host: the rerun shortcut would only compare fingerprints.
         drift, _ = converge(loaded, check=True, full=True)
         changes = Counter({name: len(h.changes) or h.changed for name, h in drift.hosts.items() if h.changed})

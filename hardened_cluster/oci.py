@@ -134,8 +134,9 @@ def write_archive(spec: ImageSpec, out: Path, arch: str = "amd64") -> None:
     tmp.replace(out)
 
 
-def manifest_digest(archive: Path) -> str:
-    """The digest of the image manifest an archive's index names (what containerd lists after import)."""
+def image_id(archive: Path) -> str:
+    """The image's ID, its config's digest: what the CRI lists for the image once imported."""
     with tarfile.open(archive) as tar:
         index = json.load(tar.extractfile("index.json"))
-    return index["manifests"][0]["digest"]
+        manifest = json.load(tar.extractfile("blobs/sha256/" + index["manifests"][0]["digest"].partition(":")[2]))
+    return manifest["config"]["digest"]

@@ -6,10 +6,11 @@ import pytest
 
 from hardened_cluster.spec import LoadedSpec, load_spec
 
+from hardened_cluster.lab.pytest_plugin import spec_path
+
 pytest_plugins = ["hardened_cluster.lab.pytest_plugin"]
 
 REPO = Path(__file__).resolve().parents[1]
-LAB_SPEC = REPO / "inventories" / "lab" / "cluster.yaml"
 TEARDOWN_MODULE = "test_lab_teardown.py"
 # Recreates etcd from empty to start from Debian's 3.4: after every other cluster test.
 AFTER_CLUSTER_MODULES = {"test_bundle_etcd.py"}
@@ -46,20 +47,24 @@ def bundle():
 @pytest.fixture(scope="session")
 def bundle_spec_text():
     """The lab spec's text with its artifacts from the bundle at a given directory."""
-    from hardened_cluster.bundle import DEFAULT_KUBERNETES
 
     def text(root: Path) -> str:
-        spec = re.sub(r"(?m)^  artifacts: \w+$", f"  artifacts: bundle\n  bundle: {root}", LAB_SPEC.read_text())
-        return re.sub(r'kubernetes_version: "[0-9.]+"', f'kubernetes_version: "{DEFAULT_KUBERNETES}"', spec)
+        return re.sub(r"(?m)^  bundle: .*$", f"  bundle: {root}", spec_path().read_text())
 
     return text
+
+
+@pytest.fixture(scope="session")
+def distro_spec_text():
+    """The lab spec's text with Debian's packages as the artifact source (etcd 3.4, no Kubernetes)."""
+    return re.sub(r"(?m)^  artifacts: bundle\n  bundle: .*\n", "  artifacts: distro\n", spec_path().read_text())
 
 
 @pytest.fixture(scope="session")
 def lab_spec(lab, tmp_path_factory) -> LoadedSpec:
     """The lab spec, copied beside a known_hosts that pins the running nodes' keys."""
     directory = tmp_path_factory.mktemp("lab-spec")
-    shutil.copy(LAB_SPEC, directory / "cluster.yaml")
+    shutil.copy(spec_path(), directory / "cluster.yaml")
     shutil.copy(lab.known_hosts, directory / "known_hosts")
     return load_spec(directory / "cluster.yaml")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import cgroups
 from .image import ADMIN_USER
-from .model import DROPPED_CAPS, NODE_PATH, LabError, LabNode, cgroup_name, netns_name, one_line, run
+from .model import CONTROLLER_ADDRESS, DROPPED_CAPS, NODE_PATH, LabError, LabNode, cgroup_name, netns_name, one_line, run
 
 POWEROFF = signal.SIGRTMIN + 4
 
@@ -82,6 +82,9 @@ def prepare(image: Path, dirs: NodeDirs, node: LabNode, all_nodes: list[LabNode]
     _seed(image, dirs.upper, "etc/hostname", f"{node.name}\n", 0o644)
     _seed(image, dirs.upper, "etc/hosts", hosts, 0o644)
     _seed(image, dirs.upper, "etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
+    # A resolver for programs that insist on one (CoreDNS forwards to it): the controller's address on
+    # the bridge, where no DNS server answers; names outside the lab do not resolve, as there is no way out.
+    _seed(image, dirs.upper, "etc/resolv.conf", f"nameserver {CONTROLLER_ADDRESS}\n", 0o644)
     admin = _passwd_ids(image, ADMIN_USER)
     _seed(image, dirs.upper, f"home/{ADMIN_USER}/.ssh/authorized_keys", admin_pub, 0o600, admin)
     key = _upper_dir(image, dirs.upper, Path("etc/ssh")) / "ssh_host_ed25519_key"

@@ -1,4 +1,4 @@
-"""etcd 3.6 from the offline bundle replaces Debian's 3.4 on the lab's running members.
+"""etcd 3.6 from the offline bundle (the lab spec's source) replaces Debian's 3.4 on running members.
 
 etcd upgrades one minor at a time: the apply steps every member through the bundle's 3.5, one member
 at a time, then rolls them to 3.6, with the cluster serving writes throughout and no key lost. Runs
@@ -40,23 +40,25 @@ def version(lab, node) -> dict:
 
 
 @pytest.fixture
-def debian_etcd(lab, lab_spec, lab_state):
+def debian_etcd(lab, lab_spec, lab_state, distro_spec_text, tmp_path):
     """A fresh etcd cluster of Debian's 3.4 on the etcd nodes, with one key written."""
     for node in MEMBERS:
         lab.lab.exec(node, ["sh", "-c", "systemctl stop etcd; rm -rf /var/lib/etcd/member "
                             "/usr/local/bin/etcd /usr/local/bin/etcdctl /usr/local/bin/etcdutl"])
-    result, _ = converge(lab_spec, check=False, phases=PHASES, state=lab_state, full=True)
+    (tmp_path / "distro").mkdir()
+    (tmp_path / "distro" / "cluster.yaml").write_text(distro_spec_text)
+    (tmp_path / "distro" / "known_hosts").write_text((lab_spec.path.parent / "known_hosts").read_text())
+    distro = load_spec(tmp_path / "distro" / "cluster.yaml")
+    result, _ = converge(distro, check=False, phases=PHASES, state=lab_state, full=True)
     assert result.succeeded
     assert version(lab, "etcd-1")["etcdserver"].startswith("3.4.")
     etcdctl(lab, "etcd-1", "put", "written-before", "by-etcd-3.4")
-    return lab_spec
+    return distro
 
 
-def test_bundle_etcd_replaces_debian_etcd_without_losing_quorum_or_data(lab, bundle, bundle_spec_text, debian_etcd,
-                                                                        lab_state, tmp_path):
-    (tmp_path / "cluster.yaml").write_text(bundle_spec_text(bundle.root))
-    (tmp_path / "known_hosts").write_text((debian_etcd.path.parent / "known_hosts").read_text())
-    bundled = load_spec(tmp_path / "cluster.yaml")
+def test_bundle_etcd_replaces_debian_etcd_without_losing_quorum_or_data(lab, bundle, lab_spec, debian_etcd,
+                                                                        lab_state):
+    bundled = lab_spec
     endpoints = ",".join(f"https://{n.address}:2379" for n in bundled.spec.nodes_with("etcd"))
 
     written: list[tuple[float, str]] = []
