@@ -186,6 +186,7 @@ def summary(findings: Iterable[Finding]) -> dict[str, int]:
     counts = Counter(f.status for f in findings)
     return {status: counts.get(status, 0) for status in ("PASS", "FAIL", "NOT-DECIDABLE", "WARN")}
 
+
 # What each lab exception (spec lab_exceptions) gives up, reported by `check` as WARN.
 LAB_EXCEPTIONS = {
     "kubelet_allow_cgroup_v1": (
