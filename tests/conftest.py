@@ -6,14 +6,19 @@ import pytest
 
 from hardened_cluster.spec import LoadedSpec, load_spec
 
-from hardened_cluster.lab.pytest_plugin import spec_path
-
 pytest_plugins = ["hardened_cluster.lab.pytest_plugin"]
 
 REPO = Path(__file__).resolve().parents[1]
 TEARDOWN_MODULE = "test_lab_teardown.py"
 # Recreates etcd from empty to start from Debian's 3.4: after every other cluster test.
 AFTER_CLUSTER_MODULES = {"test_bundle_etcd.py"}
+
+
+def spec_path() -> Path:
+    """The lab spec the session's lab runs (the plugin's, imported once pytest has registered it)."""
+    from hardened_cluster.lab.pytest_plugin import spec_path as plugin_spec_path
+
+    return plugin_spec_path()
 
 
 def _lab_order(item: pytest.Item) -> int:

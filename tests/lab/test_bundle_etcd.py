@@ -87,7 +87,8 @@ def test_bundle_etcd_replaces_debian_etcd_without_losing_quorum_or_data(lab, bun
     # Each member went through 3.5 and on to the bundle's 3.6, one at a time.
     assert sum("Run each member on the step version" in line for line in lines) >= 1
     for node in MEMBERS:
-        assert version(lab, node) == {"etcdserver": "3.6.16", "etcdcluster": "3.6.0"}, node
+        seen = version(lab, node)
+        assert (seen["etcdserver"], seen["etcdcluster"]) == ("3.6.16", "3.6.0"), node
     # Writes went on throughout: never a gap long enough for a lost quorum.
     times = [started] + [t for t, _ in written] + [finished]
     assert len(written) > 10
