@@ -3,7 +3,6 @@
 The tests run in file order against one converged lab; each leaves the cluster converged.
 """
 import base64
-import json
 import shlex
 import shutil
 import subprocess

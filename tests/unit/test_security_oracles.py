@@ -6,7 +6,6 @@ are regenerated. Nothing here is computed by the code under test.
 """
 from __future__ import annotations
 
-import copy
 import ipaddress
 import re
 from pathlib import Path
