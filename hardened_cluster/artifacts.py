@@ -383,6 +383,10 @@ def _image_list(spec: Spec, names: list[str], arch: str, cache_dir: Path | None)
     """The bundle's image archives for a node: each with the reference containerd knows it by."""
     if not names:
         return []
+    try:
+        built = bundle.load(spec.runtimes.bundle)
+    except bundle.BundleError:
+        built = None  # each entry below reports it as unavailable
     out = []
     for name in names:
         try:
@@ -391,7 +395,7 @@ def _image_list(spec: Spec, names: list[str], arch: str, cache_dir: Path | None)
             # Reported by the role that needs it, so phases that do not need it still run.
             out.append({"name": name.removeprefix("image:"), "unavailable": str(exc)})
             continue
-        image = bundle.load(spec.runtimes.bundle).artifacts[name]
+        image = built.artifacts[name]
         out.append({"name": name.removeprefix("image:"), "reference": image.reference,
                     "held_as": f"{image.reference}@{image.image_id}", "src": str(cache_path(e, cache_dir))})
     return out
