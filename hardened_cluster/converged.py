@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from hardened_cluster import access
+from hardened_cluster import access, artifacts
 from hardened_cluster.deliver import REPO_ROOT, host_vars
 from hardened_cluster.errors import DeliveryError
 from hardened_cluster.plan import Plan
@@ -73,6 +73,8 @@ def script(request: dict) -> str:
         for t in request.get("trees", [])
     ]
     health = [f"{shlex.join(argv)} >/dev/null 2>&1; echo \"health $?\"" for argv in request.get("health", [])]
+    # The cluster objects' identities and versions: an object deleted or changed through the API moves them.
+    objects = [f"{shlex.join(argv)} 2>&1" for argv in request.get("objects", [])]
     lines = [
         "set -f",  # unit names and key directories are expanded unquoted below
         "{",
@@ -82,6 +84,7 @@ def script(request: dict) -> str:
         f"find {starts} $keydirs -xdev " + " -o ".join(expression) + " 2>&1",
         *trees,
         *health,
+        *objects,
         f"grep -H '' -- {sysctls} /proc/swaps 2>&1",
         f"units={q(' '.join(request['units']))}",
         # A service the host does not have cannot run; asking systemd about it costs PID 1 a unit load.
@@ -116,8 +119,34 @@ def fingerprint_request(plan: Plan, node: Node, phases: list[str]) -> dict:
     # The data directory's entries change in normal operation; only a wrong owner or mode counts.
     trees = [{"root": str(spec.etcd.data_dir), "owner": "etcd", "group": "etcd", "mode": "0700"}] if etcd else []
     health = [["env", "ETCDCTL_API=3", *etcdctl_argv(spec), "--command-timeout=5s", "endpoint", "health"]] if etcd else []
+    objects = _objects_commands(plan) if "objects" in phases and node.name == _objects_host(plan) else []
     return {"walk": WALKED, "stat": stat, "files": files, "sysctl": keys, "units": units, "disabled": disabled,
-            "users": users, "trees": trees, "health": health}
+            "users": users, "trees": trees, "health": health, "objects": objects}
+
+
+def _objects_host(plan: Plan) -> str | None:
+    """The node cluster_objects runs on (the first control plane), if any."""
+    control_planes = plan.spec.nodes_with("control-plane")
+    return control_planes[0].name if control_planes and plan.manifests else None
+
+
+def _objects_commands(plan: Plan) -> list[list[str]]:
+    """kubectl on the first control plane listing every planned object's UID and resourceVersion,
+    one call per namespace: a deleted or changed object changes the output, so the host is not skipped."""
+    bin_dir = artifacts.host_vars(plan.spec, plan.hosts[_objects_host(plan)]).get("kubernetes_node_bin_dir")
+    if not bin_dir:  # no Kubernetes binaries: the objects phase does not run
+        return []
+    kubectl = bin_dir + "/kubectl"
+    by_namespace: dict[str, list[str]] = {}
+    for manifest in plan.manifests.values():
+        for doc in yaml.safe_load_all(manifest.content):
+            if doc:
+                meta = doc["metadata"]
+                by_namespace.setdefault(meta.get("namespace", "default"), []).append(f"{doc['kind']}/{meta['name']}")
+    columns = "custom-columns=KIND:.kind,NAME:.metadata.name,UID:.metadata.uid,VERSION:.metadata.resourceVersion"
+    return [[kubectl, "--kubeconfig", "/etc/kubernetes/admin.conf", "--request-timeout=10s", "-n", namespace, "get",
+             *refs, "--ignore-not-found", "--no-headers", "-o", columns]
+            for namespace, refs in sorted(by_namespace.items())]
 
 
 def _os_hardening_paths() -> list[str]:

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel
 
 from hardened_cluster import access, artifacts, kubeadm
-from hardened_cluster.plan import REPO_ROOT, Plan
+from hardened_cluster.plan import CONTROL_PLANE_CONFIG, REPO_ROOT, Plan
 from hardened_cluster.private import private_dir, private_tree
 from hardened_cluster.secrets import write_private
 from hardened_cluster.spec import LoadedSpec, Node, SecretRef
@@ -52,6 +52,12 @@ CIS_BY_PATH = {
     "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf": "4.1.1, 4.1.2",
     "/etc/kubernetes/encryption/encryption-config.yaml": "1.2.27",
     "/etc/kubernetes/audit/audit-policy.yaml": "3.2.1",
+    # A static pod manifest: its mode and owner, and the flags the benchmark checks in it.
+    "/etc/kubernetes/manifests/kube-apiserver.yaml": "1.1.1, 1.1.2, 1.2.1-1.2.30",
+    "/etc/kubernetes/manifests/kube-controller-manager.yaml": "1.1.3, 1.1.4, 1.3.1-1.3.7",
+    "/etc/kubernetes/manifests/kube-scheduler.yaml": "1.1.5, 1.1.6, 1.4.1-1.4.2",
+    # Cluster objects, by the manifest that plans them.
+    "manifests/networkpolicies.yaml": "5.3.2",
 }
 TREES = ["/var/lib/etcd"]
 # Settings: sshd keywords (lower case, as `sshd -T` prints them) and sysctl keys.
@@ -212,16 +218,18 @@ def _kubernetes_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
     first_cp = plan.spec.nodes_with("control-plane")[0].name
     if "control-plane" in node.roles:
         init = node.name == first_cp
-        config = host.files["/etc/kubernetes/kubeadm/kubeadm-" + ("init" if init else "join") + ".yaml"]
-        docs = list(yaml.safe_load_all(plan.hosts[first_cp].files["/etc/kubernetes/kubeadm/kubeadm-init.yaml"].content))
+        # This node's own InitConfiguration and the ClusterConfiguration every control plane shares.
+        docs = list(yaml.safe_load_all(host.files[CONTROL_PLANE_CONFIG].content))
         cluster = next(d for d in docs if d.get("kind") == "ClusterConfiguration")
-        own = yaml.safe_load_all(config.content) if init else [yaml.safe_load(config.content)["controlPlane"]]
-        endpoint = next(d["localAPIEndpoint"] for d in own if "localAPIEndpoint" in d)
+        endpoint = next(d["localAPIEndpoint"] for d in docs if d.get("kind") == "InitConfiguration")
         out.update({
             "control_plane_bin_dir": bin_dir,
             "control_plane_init": init,
             "control_plane_init_host": first_cp,
             "control_plane_apiserver_flags": kubeadm.component_flags("kube-apiserver", cluster, endpoint),
+            "control_plane_render_config": CONTROL_PLANE_CONFIG,
+            "control_plane_apiserver_inputs_sha256": kubeadm.start_inputs_digest(
+                cluster, {f.path: f.sha256 for f in host.for_role("control_plane")}),
             "control_plane_admin_conf_dest": str(plan_dir.parent / "admin.conf"),
             "cluster_objects_kubectl": f"{bin_dir}/kubectl",
             "cluster_objects_manifests": [
@@ -343,7 +351,7 @@ class _Events:
                 dest = item.get("dest") or item.get("path")
                 setting = item.get("setting")
                 name = item.get("name") or (f"{dest}: {setting}" if dest and setting else dest or setting) or "item"
-                change = Change(task, role, name, cis_for(dest, setting), item.get("reason"))
+                change = Change(task, role, name, cis_for(dest or item.get("name"), setting), item.get("reason"))
             else:
                 name = item if isinstance(item, str) else "item"
                 change = Change(task, role, name, cis_for(name) or cis_for(setting=name))

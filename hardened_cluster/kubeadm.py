@@ -148,6 +148,28 @@ def _placeholders(cluster: dict, endpoint: dict) -> dict[str, str]:
     return values
 
 
+def start_inputs_digest(cluster: dict, files: dict[str, str]) -> str:
+    """SHA-256 over the planned files (path -> sha256) the API server reads only when it starts.
+
+    Those are the files under the host paths of `apiServer.extraVolumes`; the encryption
+    configuration is left out when `encryption-provider-config-automatic-reload` is on, since the
+    API server then reloads it itself. The digest goes into the static pod manifest (a kubeadm
+    patch), so a changed audit policy or admission configuration changes the manifest and the
+    kubelet restarts the pod.
+    """
+    server = cluster.get("apiServer") or {}
+    extra = {arg["name"]: str(arg["value"]) for arg in server.get("extraArgs") or []}
+    reloaded = {extra["encryption-provider-config"]} if (
+        "encryption-provider-config" in extra and extra.get("encryption-provider-config-automatic-reload") == "true"
+    ) else set()
+    roots = [v["hostPath"].rstrip("/") for v in server.get("extraVolumes") or [] if v.get("readOnly")]
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        if path not in reloaded and any(path == r or path.startswith(r + "/") for r in roots):
+            digest.update(f"{path} {files[path]}\n".encode())
+    return digest.hexdigest()
+
+
 @functools.lru_cache(maxsize=8)  # every join configuration of a plan pins the same CA
 def ca_cert_hash(cert_pem: str) -> str:
     """kubeadm's discovery pin: sha256 over the CA certificate's DER SubjectPublicKeyInfo."""

@@ -219,6 +219,9 @@ _etcd = _roles("etcd")
 _cp = _roles("control-plane")
 _kube = _roles("control-plane", "worker")
 
+# What `kubeadm init phase control-plane all` renders a control plane's static pod manifests from.
+CONTROL_PLANE_CONFIG = "/etc/kubernetes/kubeadm/kubeadm-control-plane.yaml"
+
 FILES: list[FileRule] = [
     FileRule("/etc/sysctl.d/90-hardened-cluster.conf", "os_hardening", "0644", lambda c, n: c.spec.os_hardening.sysctl),
     FileRule("/etc/ssh/sshd_config.d/10-hardened-cluster.conf", "ssh_hardening", "0600", lambda c, n: c.spec.ssh_hardening.enabled),
@@ -256,6 +259,7 @@ FILES: list[FileRule] = [
     # control plane
     FileRule("/etc/kubernetes/kubeadm/kubeadm-init.yaml", "control_plane", "0600", _first_cp, secret=True),
     FileRule("/etc/kubernetes/kubeadm/kubeadm-join.yaml", "control_plane", "0600", _other_cp, secret=True),
+    FileRule(CONTROL_PLANE_CONFIG, "control_plane", "0600", _cp),
     FileRule("/etc/kubernetes/encryption/encryption-config.yaml", "control_plane", "0600", _cp,
              secret=True),
     FileRule("/etc/kubernetes/auth/authentication-config.yaml", "control_plane", "0600", _cp),

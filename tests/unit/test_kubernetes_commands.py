@@ -72,12 +72,19 @@ def test_the_config_paths_are_the_ones_the_plan_renders(sample):
     workers = [n.name for n in loaded.spec.nodes_with("worker") if "control-plane" not in n.roles]
     init = _defaults("control_plane")["control_plane_init_config"]
     join = _defaults("control_plane")["control_plane_join_config"]
+    render = _defaults("control_plane")["control_plane_render_config"]
     assert _defaults("worker")["worker_join_config"] == join
-    assert {f.path for f in plan.hosts[cps[0]].files.values() if "/kubeadm/" in f.path} == {init}
+    assert {f.path for f in plan.hosts[cps[0]].files.values() if "/kubeadm/" in f.path} == {init, render}
     assert plan.hosts[cps[0]].files[init].role == "control_plane" and plan.hosts[cps[0]].files[init].secret
     assert len(cps) > 1 and workers
+    for name in cps:
+        # What every control plane's manifests are rendered from: no secret in it.
+        assert not plan.hosts[name].files[render].secret
+        own = next(yaml.safe_load_all(plan.hosts[name].files[render].content))
+        assert own["kind"] == "InitConfiguration" and not {"bootstrapTokens", "certificateKey"} & set(own)
+        assert host_vars(plan, loaded.spec.node(name), state / "plan")["control_plane_render_config"] == render
     for name in cps[1:]:
-        assert {f.path for f in plan.hosts[name].files.values() if "/kubeadm/" in f.path} == {join}
+        assert {f.path for f in plan.hosts[name].files.values() if "/kubeadm/" in f.path} == {join, render}
         assert plan.hosts[name].files[join].role == "control_plane" and plan.hosts[name].files[join].secret
         assert "certificateKey" in yaml.safe_load(plan.hosts[name].files[join].content)["controlPlane"]
     for name in workers:
