@@ -36,6 +36,7 @@ RUNTIME_TOOLS = ("crictl", "cni-plugins")
 GVISOR = ("runsc", "containerd-shim-runsc-v1")
 KATA = ("kata",)
 ETCD = ("etcd", "etcdctl", "etcdutl")
+KUBE_BENCH = ("kube-bench", "kube-bench-cfg")  # the bundle's kube-bench and its cfg/ archive
 # A bundle holds what Go modules build; gVisor and Kata are not among them (Debian's runsc serves
 # the bundle's nodes as it serves the distro's).
 NOT_IN_BUNDLE = GVISOR + KATA
@@ -184,6 +185,8 @@ def names_for(phases: Iterable[str], runtime_handlers: Iterable[str], etcd_membe
         names += KUBERNETES_BINARIES
         if source == "bundle":
             names += NODE_IMAGES + (CONTROL_PLANE_IMAGES if control_plane else ())
+    if "benchmark" in phases and runtime_handlers and source == "bundle":
+        names += KUBE_BENCH
     if source == "bundle":
         names = [n for n in names if n not in NOT_IN_BUNDLE or n in KATA]
     return names

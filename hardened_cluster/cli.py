@@ -94,6 +94,10 @@ def _print_result(result, report: Path) -> None:
             print(f"phase {phase:<10} ran ({', '.join(PHASES[phase])})")
         elif phase in result.skipped_phases:
             print(f"phase {phase:<10} NOT RUN: {result.skipped_phases[phase]}")
+    from hardened_cluster.kube_bench import lines
+
+    for line in lines(result.kube_bench):
+        print(line)
     print(f"{result.mode}: {'succeeded' if result.succeeded else 'FAILED'} in {result.seconds}s; report: {report}")
 
 

@@ -6,7 +6,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from hardened_cluster import kube_bench
 from hardened_cluster.artifacts import fetch_for
+from hardened_cluster.cis import check_plan
 from hardened_cluster.converged import Stamps, fingerprint_command, fingerprints, parse_fingerprint
 from hardened_cluster.deliver import NEEDS_KUBERNETES_BINARIES, PHASES, HostResult, RunResult, run
 from hardened_cluster.plan import Plan, load_templates, make_environment, render_plan
@@ -32,6 +34,10 @@ def select_phases(spec: Spec, wanted: list[str] | None) -> tuple[list[str], dict
         for phase in [p for p in phases if p in NEEDS_KUBERNETES_BINARIES]:
             phases.remove(phase)
             skipped[phase] = reason
+    if "benchmark" in phases and spec.runtimes.artifacts != "bundle":
+        phases.remove("benchmark")
+        skipped["benchmark"] = ("kube-bench comes from the offline bundle (runtimes.artifacts: bundle); "
+                                "the release manifest does not pin it")
     return phases, skipped
 
 
@@ -76,11 +82,24 @@ def converge(
         fetch_for(plan, selected)
         found = {h: parse_fingerprint(answers.get(h)) for h in targets}
         unchanged = set() if full else stamps.unchanged(plan, state, selected, found)
+        benched = [h for h in targets if "benchmark" in selected and {"control-plane", "worker"} & set(plan.hosts[h].node.roles)]
+        # An unchanged host keeps the kube-bench report of its last run; without one it runs again.
+        unchanged -= {h for h in benched if kube_bench.saved(state, h) is None}
         todo = [h for h in targets if h not in unchanged]
+        reports: dict[str, dict] = {}
         if todo:
-            result = run(plan, state, phases=selected, check=check, hosts=todo, progress=progress)
+            for host in set(todo) & set(benched):
+                kube_bench.forget(state, host)
+            result = run(plan, state, phases=selected, check=check, hosts=todo, progress=progress, reports=reports)
         else:
             result = RunResult(mode, selected, {}, "successful", 0, 0.0, {})
+        for host, report in reports.items():
+            kube_bench.save(state, host, report)
+        if benched:
+            findings = check_plan(plan)
+            result.kube_bench = {h: kube_bench.judge(loaded.spec, h, report, findings) if report is not None
+                                 else kube_bench.missing() for h in benched
+                                 if (report := kube_bench.saved(state, h)) is not None or not check}
         for name in unchanged:
             result.hosts[name] = HostResult(unchanged=True)
             if progress:

@@ -16,7 +16,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-from hardened_cluster import access, artifacts, kubeadm
+from hardened_cluster import access, artifacts, kube_bench, kubeadm
+from hardened_cluster.kube_bench import HostBench
 from hardened_cluster.plan import CONTROL_PLANE_CONFIG, REPO_ROOT, Plan
 from hardened_cluster.private import private_dir, private_tree
 from hardened_cluster.secrets import write_private
@@ -33,8 +34,10 @@ PHASES: dict[str, list[str]] = {
     "kubernetes": ["kubernetes_node", "control_plane", "worker"],
     # Its own phase: the Pulumi program manages these objects as typed resources instead.
     "objects": ["cluster_objects"],
+    # kube-bench on every Kubernetes node, read-only; the gate is judged on the controller.
+    "benchmark": ["kube_bench"],
 }
-NEEDS_KUBERNETES_BINARIES = {"kubernetes", "objects"}
+NEEDS_KUBERNETES_BINARIES = {"kubernetes", "objects", "benchmark"}
 
 # What a drifted file or setting means in CIS Kubernetes Benchmark terms ("Debian 12 ..." for the
 # CIS Debian Linux 12 Benchmark). A directory's ID also holds for everything below it.
@@ -136,10 +139,17 @@ class RunResult:
     rc: int
     seconds: float
     hosts: dict[str, HostResult]
+    # kube-bench's results by host, judged (hardened_cluster.kube_bench): the benchmark gate.
+    kube_bench: dict[str, HostBench] = field(default_factory=dict)
+
+    @property
+    def gate_failures(self) -> dict[str, list[dict[str, str]]]:
+        return {h: b.gate_failures for h, b in self.kube_bench.items() if b.gate_failures}
 
     @property
     def succeeded(self) -> bool:
-        return self.rc == 0 and not any(h.failed or h.unreachable for h in self.hosts.values())
+        return (self.rc == 0 and not any(h.failed or h.unreachable for h in self.hosts.values())
+                and not self.gate_failures)
 
     @property
     def changed(self) -> int:
@@ -245,6 +255,8 @@ def _kubernetes_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
         })
     elif "worker" in node.roles:
         out.update({"worker_bin_dir": bin_dir, "worker_token_host": first_cp})
+    if plan.spec.runtimes.artifacts == "bundle":
+        out.update(kube_bench.host_vars(plan.spec, node))
     return out
 
 
@@ -323,8 +335,10 @@ def _environment(state: Path, forks: int) -> dict[str, str]:
 class _Events:
     """Turns ansible-runner events into per-host results and progress lines."""
 
-    def __init__(self, hosts: list[str], check: bool, progress: Callable[[str], None] | None) -> None:
+    def __init__(self, hosts: list[str], check: bool, progress: Callable[[str], None] | None,
+                 reports: dict[str, dict]) -> None:
         self.results = {h: HostResult() for h in hosts}
+        self.reports = reports
         self.check = check
         self.progress = progress
 
@@ -358,6 +372,9 @@ class _Events:
             result.changes.append(change)
         elif kind == "runner_on_ok":
             result.ok += 1
+            facts = res.get("ansible_facts") or {}
+            if "kube_bench_report" in facts:
+                self.reports[host] = facts["kube_bench_report"]
             if res.get("changed"):
                 result.changed += 1
                 if not res.get("results"):
@@ -397,8 +414,12 @@ def run(
     hosts: list[str] | None = None,
     progress: Callable[[str], None] | None = None,
     forks: int = 20,
+    reports: dict[str, dict] | None = None,
 ) -> RunResult:
-    """Run the roles of `phases` on `hosts` (default all). Preflight must have passed."""
+    """Run the roles of `phases` on `hosts` (default all). Preflight must have passed.
+
+    `reports` receives each host's kube-bench report (the benchmark phase's `kube_bench_report` fact).
+    """
     from ansible_runner.interface import init_runner
 
     for sub in ("cp", "tmp", "runner"):
@@ -408,7 +429,7 @@ def run(
     write_private(state / "known_hosts", "\n".join(known_hosts_lines(plan.loaded)) + "\n")
     inventory = write_inventory(plan, state)
     targets = hosts or list(plan.hosts)
-    events = _Events(targets, check, progress)
+    events = _Events(targets, check, progress, {} if reports is None else reports)
     started = time.monotonic()
     runner = init_runner(
         private_data_dir=str(state / "runner"),

@@ -6,6 +6,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from hardened_cluster import kube_bench
 from hardened_cluster.core import converge
 from hardened_cluster.deliver import PHASES
 from hardened_cluster.errors import DeliveryError, SpecError
@@ -53,6 +54,8 @@ def run(spec_path: Path, keep: bool = False) -> int:
                  + (" (unchanged since the last apply: Ansible not run)" if host.unchanged else ""))
             for error in host.errors:
                 _say(f"      error: {error}")
+        for line in kube_bench.lines(result.kube_bench):
+            _say(f"   {line}")
         ok &= result.succeeded
         _say(f"   apply {'succeeded' if result.succeeded else 'FAILED'} in {result.seconds}s (report {report})")
 
