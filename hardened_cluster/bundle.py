@@ -104,6 +104,10 @@ def binaries(kubernetes: str) -> list[GoBinary]:
                      ("github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion={version}",))
             for name, path in CNI_PLUGINS.items()]
     out.append(GoBinary("coredns", "coredns", "github.com/coredns/coredns", "github.com/coredns/coredns"))
+    # gVisor's `go` branch is a module with no releases: its pseudo-version names the commit.
+    gvisor_version = ("gvisor.dev/gvisor/runsc/version.version={version}",)
+    out += [GoBinary(name, "gvisor", f"gvisor.dev/gvisor/{package}", "gvisor.dev/gvisor", gvisor_version)
+            for name, package in (("runsc", "runsc"), ("containerd-shim-runsc-v1", "shim"))]
     out.append(GoBinary("kube-router", "kube-router", "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",
                         "github.com/cloudnativelabs/kube-router/v2",
                         ("github.com/cloudnativelabs/kube-router/v2/pkg/version.Version={version}",
