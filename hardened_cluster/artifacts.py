@@ -41,8 +41,10 @@ KUBE_BENCH = ("kube-bench", "kube-bench-cfg")  # the bundle's kube-bench and its
 # the bundle's nodes as it serves the distro's).
 NOT_IN_BUNDLE = GVISOR + KATA
 # Images a bundle's nodes import (no registry is pulled from): the pod sandbox, the node agents of
-# the network and the service proxy, and CoreDNS on every node; the control plane's own on theirs.
-NODE_IMAGES = ("image:pause", "image:kube-proxy", "image:kube-router", "image:coredns")
+# the network and the service proxy, CoreDNS and the namespace-baseline controller on every node; the
+# control plane's own on theirs.
+NODE_IMAGES = ("image:pause", "image:kube-proxy", "image:kube-router", "image:coredns",
+               f"image:{bundle.NAMESPACE_BASELINE}")
 CONTROL_PLANE_IMAGES = ("image:kube-apiserver", "image:kube-controller-manager", "image:kube-scheduler")
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 DOWNLOAD_TIMEOUT = 60.0

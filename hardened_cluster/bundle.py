@@ -70,6 +70,9 @@ K8S_VERSION_VARS = tuple(
                        # Built from the module zip, not a git tree: kubeadm's word for that is "archive".
                        ("gitTreeState", "archive"), ("buildDate", "{date}"))
 )
+# Our own controller that gives namespaces created after apply the baseline (client-go informers).
+NAMESPACE_BASELINE = "namespace-baseline"
+NAMESPACE_BASELINE_MODULE = "hardened-cluster/artifacts/build/namespace-baseline"
 KUBERNETES_COMMANDS = ("kubeadm", "kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
                        "kubectl", "kube-proxy")
 # etcd upgrades one minor at a time: a running 3.4 cluster (Debian's) steps through 3.5 to reach 3.6.
@@ -118,6 +121,7 @@ def binaries(kubernetes: str) -> list[GoBinary]:
     out.append(GoBinary("pulumi", "pulumi", "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi", "github.com/pulumi/pulumi/pkg/v3",
                         ("github.com/pulumi/pulumi/sdk/v3/go/common/version.Version={version}",)))
     out.append(GoBinary("pause", "pause", "hardened-cluster/artifacts/build/pause", "hardened-cluster/artifacts/build/pause"))
+    out.append(GoBinary(NAMESPACE_BASELINE, NAMESPACE_BASELINE, NAMESPACE_BASELINE_MODULE, NAMESPACE_BASELINE_MODULE))
     return out
 
 
@@ -420,6 +424,11 @@ def kube_router_image() -> str:
     return f"{KUBE_ROUTER_IMAGE}:{pinned_version(BUILD_ROOT / 'kube-router', module)}"
 
 
+def namespace_baseline_image() -> str:
+    """The namespace-baseline controller's image: a name of our own (no registry serves it)."""
+    return f"hardened-cluster.local/{NAMESPACE_BASELINE}:{pinned_version(BUILD_ROOT / NAMESPACE_BASELINE, NAMESPACE_BASELINE_MODULE)}"
+
+
 def debian_closure(packages: tuple[str, ...]) -> list[str]:
     """The packages and every package they depend on (Depends and Pre-Depends), as apt resolves them."""
     result = subprocess.run(
@@ -487,6 +496,10 @@ def image_specs(kubernetes: str, built: dict[str, tuple[Path, str, str]], cache:
     router_ref = kube_router_image()
     specs.append((image(router_ref, "kube-router", router_land),
                   built["kube-router"][2] + " + debian " + " ".join(router_debs)))
+    controller = f"/usr/local/bin/{NAMESPACE_BASELINE}"
+    # Runs as a non-root user (the Deployment asks for the same one with runAsNonRoot).
+    specs.append((oci.ImageSpec(namespace_baseline_image(), (oci.ImageFile(controller, built[NAMESPACE_BASELINE][0]),),
+                                (controller,), user="65532:65532"), built[NAMESPACE_BASELINE][2]))
     return specs
 
 

@@ -70,11 +70,13 @@ KINDS: Mapping[str, tuple[type[pulumi.CustomResource], tuple[str, ...]]] = {
     "RuntimeClass": (k8s.node.v1.RuntimeClass, ("handler", "overhead", "scheduling")),
     "NetworkPolicy": (k8s.networking.v1.NetworkPolicy, ("spec",)),
     # The network (network.cni: kube-router).
-    "ServiceAccount": (k8s.core.v1.ServiceAccount, ()),
+    "ServiceAccount": (k8s.core.v1.ServiceAccount, ("automountServiceAccountToken",)),
     "ClusterRole": (k8s.rbac.v1.ClusterRole, ("rules",)),
     "ClusterRoleBinding": (k8s.rbac.v1.ClusterRoleBinding, ("roleRef", "subjects")),
     "ConfigMap": (k8s.core.v1.ConfigMap, ("data",)),
     "DaemonSet": (k8s.apps.v1.DaemonSet, ("spec",)),
+    # The namespace-baseline controller.
+    "Deployment": (k8s.apps.v1.Deployment, ("spec",)),
 }
 
 

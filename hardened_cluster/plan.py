@@ -288,6 +288,9 @@ MANIFESTS: list[tuple[str, Callable[[Context], bool]]] = [
     ("manifests/runtimeclass-kata.yaml", lambda c: c.spec.runtimes.kata.enabled),
     ("manifests/networkpolicies.yaml", lambda c: any(ns.baseline_network_policy for ns in c.spec.namespaces)),
     ("manifests/kube-router.yaml", lambda c: c.spec.network.cni == "kube-router"),
+    # The controller's image is built into the offline bundle only.
+    ("manifests/namespace-baseline.yaml",
+     lambda c: c.spec.namespace_baseline.enabled and c.spec.runtimes.artifacts == "bundle"),
 ]
 
 
@@ -306,11 +309,13 @@ def make_environment() -> jinja2.Environment:
     )
     env.filters["to_yaml"] = _yaml_filter
     env.filters["to_json"] = lambda v: json.dumps(v)
+    env.filters["sha256"] = lambda v: hashlib.sha256(str(v).encode()).hexdigest()
     env.filters.update(kubeadm.TEMPLATE_FILTERS)
     env.globals.update(kubeadm.TEMPLATE_GLOBALS)
     from hardened_cluster import bundle  # it builds on this module's REPO_ROOT
 
     env.globals["KUBE_ROUTER_IMAGE"] = bundle.kube_router_image()
+    env.globals["NAMESPACE_BASELINE_IMAGE"] = bundle.namespace_baseline_image()
     return env
 
 

@@ -311,6 +311,17 @@ class NamespacePolicy(Model):
     baseline_network_policy: bool = True
 
 
+class NamespaceBaseline(Model):
+    """Namespaces the spec does not name, including those created after apply, get this baseline from
+    the namespace-baseline controller the cluster runs (its image is in the offline bundle)."""
+
+    enabled: bool = True
+    pod_security: PodSecurityLevel = "restricted"
+    network_policy: bool = True
+    # Left alone besides kube-system, kube-public, kube-node-lease and the namespaces named above.
+    exclude: list[DnsLabel] = []
+
+
 class LabExceptions(Model):
     """What only a lab on a shared, older kernel needs. Each one weakens a check; `check` names it.
 
@@ -340,6 +351,7 @@ class Spec(Model):
     os_hardening: OSHardening = OSHardening()
     ssh_hardening: SSHHardening = SSHHardening()
     namespaces: list[NamespacePolicy] = []
+    namespace_baseline: NamespaceBaseline = NamespaceBaseline()
     lab_exceptions: LabExceptions = LabExceptions()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
