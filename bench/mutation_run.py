@@ -5,10 +5,16 @@ there without the golden files (`test_golden_sample` deselected): a mutation is 
 other test fails. Prints each mutation's outcome and the score; exits 1 below the target.
 
     .venv/bin/python bench/mutation_run.py [-k substring]
+
+Mutations of the roles that only a real cluster shows (`LAB_MUTATIONS`) run with `--lab` instead: each brings
+up the lab with Kubernetes for the lab tests it names (several minutes a mutation), so under the lab's lock:
+
+    flock /run/hclab.lock .venv/bin/python bench/mutation_run.py --lab
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -28,7 +34,13 @@ IGNORE = ["tests/unit/test_bundle.py"]
 FW, NFT, CIS, CONV = ("hardened_cluster/firewall.py", "templates/etc/nftables.conf.j2", "hardened_cluster/cis.py",
                       "hardened_cluster/converged.py")
 INIT, KUBELET = "templates/etc/kubernetes/kubeadm/kubeadm-init.yaml.j2", "templates/var/lib/kubelet/config.yaml.j2"
+CLUSTER = "templates/etc/kubernetes/kubeadm/_cluster-configuration.yaml.j2"
 SSHD, ETCD = "templates/etc/ssh/sshd_config.d/10-hardened-cluster.conf.j2", "templates/etc/etcd/etcd.conf.yml.j2"
+DELIVER = "hardened_cluster/deliver.py"
+PERMISSIONS, BOOTSTRAP = "roles/control_plane/tasks/permissions.yml", "roles/control_plane/tasks/bootstrap.yml"
+GUARDS = "tests/lab/test_kubernetes_guards.py"
+# The lab's instance and spec (HC_LAB_INSTANCE, HC_LAB_SPEC) pass through to the lab runs.
+LAB_ENV = ("HC_LAB_INSTANCE", "HC_LAB_SPEC")
 
 # name: (file, text, replacement); the first occurrence is replaced.
 MUTATIONS = {
@@ -49,7 +61,7 @@ MUTATIONS = {
     "forward: DNAT-ed traffic not diverted": (NFT, "ct status dnat ct original {{ services }} daddr != {{ forwarding.service_cidr }} goto external_dnat",
                                               "ct status dnat ct original {{ services }} daddr == {{ forwarding.service_cidr }} goto external_dnat"),
     "forward: external DNAT accepted": (NFT, "\t\tdrop\n\t}\n{% endif %}", "\t\taccept\n\t}\n{% endif %}"),
-    "TLS 1.0 on the API server": (INIT, "value: VersionTLS12", "value: VersionTLS10"),
+    "TLS 1.0 on the API server": (CLUSTER, "value: VersionTLS12", "value: VersionTLS10"),
     "bootstrap token never expires": (INIT, "ttl: 2h0m0s", "ttl: 0s"),
     "kube-proxy metrics on every address": (INIT, "metricsBindAddress: 127.0.0.1:10249", "metricsBindAddress: 0.0.0.0:10249"),
     "protectKernelDefaults false": (KUBELET, "protectKernelDefaults: true", "protectKernelDefaults: false"),
@@ -63,7 +75,7 @@ MUTATIONS = {
     "sshd root login": (SSHD, "PermitRootLogin no", "PermitRootLogin prohibit-password"),
     "kptr_restrict 0": ("templates/etc/sysctl.d/90-hardened-cluster.conf.j2", "kernel.kptr_restrict = 2",
                         "kernel.kptr_restrict = 0"),
-    "network policy: any namespace in": ("templates/manifests/networkpolicies.yaml.j2",
+    "network policy: any namespace in": ("templates/manifests/_baseline.yaml.j2",
                                          "  ingress:\n    - from:\n        - podSelector: {}",
                                          "  ingress:\n    - from:\n        - namespaceSelector: {}"),
     "CIS 1.2.2 looks at the wrong flag": (CIS, '_unset(flags, "token-auth-file")', '_unset(flags, "token-auth-files")'),
@@ -88,7 +100,20 @@ MUTATIONS = {
                                    "\"true\","),
     "fingerprint loses sysctls": (CONV, "f\"grep -H '' -- {sysctls} /proc/swaps 2>&1\",", "\"grep -H '' /proc/swaps\","),
     "fingerprint loses packages": (CONV, "| {DPKG_STATUS})", ")"),
+    "drift parser ignores changed tasks": (DELIVER, "if res.get(\"changed\"):\n                result.changed += 1",
+                                           "if False:\n                result.changed += 1"),
+    "drift parser ignores changed loop items": (DELIVER, "if kind == \"runner_item_on_ok\" and res.get(\"changed\"):",
+                                                "if False:"),
     "fingerprint loses units": (CONV, "\"systemctl show --property=Id,ActiveState,SubState,NRestarts -- $units\",", "\"true\","),
+}
+# name: (file, text, replacement, the lab tests that must fail).
+LAB_MUTATIONS = {
+    "kubeadm PKI left as kubeadm made it (certificates 0644)": (
+        PERMISSIONS, '    - {path: /etc/kubernetes/pki, patterns: ["*"], recurse: true}\n', "",
+        [f"{GUARDS}::test_kubeadm_pki_is_root_only_and_a_loosened_file_is_found_and_fixed"]),
+    "kubeadm init run again on an initialised control plane": (
+        BOOTSTRAP, "    - control_plane_init\n    - not control_plane_member\n", "    - control_plane_init\n",
+        [f"{GUARDS}::test_a_rerun_on_the_initialised_control_plane_never_runs_kubeadm_init"]),
 }
 
 
@@ -102,15 +127,20 @@ def copy_tree(destination: Path) -> None:
 
 
 def run_suite(tree: Path, deselect: list[str], first_failure: bool = True,
-              tests: list[str] = TESTS) -> subprocess.CompletedProcess:
+              tests: list[str] = TESTS, lab: bool = False) -> subprocess.CompletedProcess:
     argv = [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *(["-x"] if first_failure else []),
             *(f"--deselect={d}" for d in deselect), *(f"--ignore={i}" for i in IGNORE), *tests]
-    return subprocess.run(argv, cwd=tree, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(tree),
-                                               "HOME": "/root"}, capture_output=True, text=True, timeout=900)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(tree), "HOME": "/root"}
+    if lab:
+        # The lab runs Ansible and the CLI from this interpreter's environment.
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+        env.update({k: os.environ[k] for k in LAB_ENV if k in os.environ})
+    return subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True, timeout=2400 if lab else 900)
 
 
 def run_one(name: str, tree: Path, deselect: list[str]) -> tuple[bool, float, str]:
-    path, text, replacement = MUTATIONS[name]
+    lab_tests = LAB_MUTATIONS[name][3] if name in LAB_MUTATIONS else []
+    path, text, replacement = (LAB_MUTATIONS[name][:3] if lab_tests else MUTATIONS[name])
     target = tree / path
     original = target.read_text()
     if text not in original:
@@ -118,23 +148,37 @@ def run_one(name: str, tree: Path, deselect: list[str]) -> tuple[bool, float, st
     target.write_text(original.replace(text, replacement, 1))
     started = time.monotonic()
     try:
-        proc = run_suite(tree, deselect, tests=ORACLES)
-        if proc.returncode == 0:
-            proc = run_suite(tree, deselect)
+        if lab_tests:
+            proc = run_suite(tree, [], first_failure=False, tests=lab_tests, lab=True)
+        else:
+            proc = run_suite(tree, deselect, tests=ORACLES)
+            if proc.returncode == 0:
+                proc = run_suite(tree, deselect)
     finally:
         target.write_text(original)
     failed = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-    return proc.returncode != 0, time.monotonic() - started, failed[0] if failed else proc.stdout.strip()[-200:]
+    # On the lab only a named test failing counts: a lab that did not come up (an ERROR) kills nothing.
+    dead = any(line.startswith(f"FAILED {t}") for line in failed for t in lab_tests) if lab_tests else proc.returncode != 0
+    return dead, time.monotonic() - started, failed[0] if failed else proc.stdout.strip()[-200:]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-k", default="", help="only mutations whose name contains this")
-    selected = [n for n in MUTATIONS if parser.parse_args().k in n]
-    killed = 0
+    parser.add_argument("--lab", action="store_true", help="the role mutations, against lab tests (take the lab lock)")
+    args = parser.parse_args()
+    selected = [n for n in (LAB_MUTATIONS if args.lab else MUTATIONS) if args.k in n]
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "tree"
         copy_tree(tree)
+        if args.lab:
+            # The lab tests must pass unmutated (one lab run for all of them) before a failure counts as a kill.
+            tests = sorted({t for n in selected for t in LAB_MUTATIONS[n][3]})
+            clean = run_suite(tree, [], first_failure=False, tests=tests, lab=True)
+            if clean.returncode != 0:
+                print("the unmutated lab tests fail:\n" + clean.stdout[-3000:])
+                return 2
+            return report(selected, tree, [])
         # Tests that fail on the unmutated tree (work in progress elsewhere) cannot tell; they are left out.
         baseline = run_suite(tree, DESELECT, first_failure=False)
         broken = sorted({line.split()[1] for line in baseline.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))})
@@ -148,10 +192,16 @@ def main() -> int:
         if clean.returncode != 0:
             print("the unmutated oracles fail:\n" + clean.stdout[-2000:])
             return 2
-        for name in selected:
-            dead, seconds, evidence = run_one(name, tree, DESELECT + broken)
-            killed += dead
-            print(f"{'killed  ' if dead else 'SURVIVED'} {seconds:5.1f}s  {name}: {evidence}", flush=True)
+        return report(selected, tree, DESELECT + broken)
+
+
+def report(selected: list[str], tree: Path, deselect: list[str]) -> int:
+    """Runs each mutation, prints its outcome and the score; 0 when the score meets the target."""
+    killed = 0
+    for name in selected:
+        dead, seconds, evidence = run_one(name, tree, deselect)
+        killed += dead
+        print(f"{'killed  ' if dead else 'SURVIVED'} {seconds:5.1f}s  {name}: {evidence}", flush=True)
     score = killed / len(selected)
     print(f"{killed}/{len(selected)} mutations killed ({score:.0%}); target {TARGET:.0%}: "
           f"{'PASS' if score >= TARGET else 'FAIL'}")

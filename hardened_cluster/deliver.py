@@ -55,6 +55,7 @@ CIS_BY_PATH = {
     "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf": "4.1.1, 4.1.2",
     "/etc/kubernetes/encryption/encryption-config.yaml": "1.2.27",
     "/etc/kubernetes/audit/audit-policy.yaml": "3.2.1",
+    "/etc/kubernetes/pki": "1.1.19, 1.1.20, 1.1.21",
     # A static pod manifest: its mode and owner, and the flags the benchmark checks in it.
     "/etc/kubernetes/manifests/kube-apiserver.yaml": "1.1.1, 1.1.2, 1.2.1-1.2.30",
     "/etc/kubernetes/manifests/kube-controller-manager.yaml": "1.1.3, 1.1.4, 1.3.1-1.3.7",
@@ -62,7 +63,7 @@ CIS_BY_PATH = {
     # Cluster objects, by the manifest that plans them.
     "manifests/networkpolicies.yaml": "5.3.2",
 }
-TREES = ["/var/lib/etcd"]
+TREES = ["/var/lib/etcd", "/etc/kubernetes/pki"]
 # Settings: sshd keywords (lower case, as `sshd -T` prints them) and sysctl keys.
 CIS_BY_SETTING = {
     "permitrootlogin": "Debian 12 5.1.20", "permitemptypasswords": "Debian 12 5.1.19",

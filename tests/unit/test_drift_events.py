@@ -42,7 +42,7 @@ def _run(tmp_path: Path, check: bool) -> HostResult:
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {HOST: {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
-    events = _Events([HOST], check, None)
+    events = _Events([HOST], check, None, {})
     runner = ansible_runner.run(
         private_data_dir=str(tmp_path / "runner"), project_dir=str(project), playbook="site.yml",
         inventory=str(inventory), cmdline="--check --diff" if check else None, event_handler=events, quiet=True,
