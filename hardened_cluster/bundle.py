@@ -56,7 +56,11 @@ class GoBinary:
     build: str  # directory under artifacts/build
     package: str  # import path of the main package
     module: str  # the module whose pinned version this binary carries
-    ldflags: tuple[str, ...] = ()  # -X name=value, with {version} {major} {minor} {date} filled in
+    ldflags: tuple[str, ...] = ()  # -X name=value, with {version} {semver} {major} {minor} {date} filled in
+    # A main package that embeds files its go:generate step makes before a release (not in the module
+    # zip): it is built from a copy in the cache, after this command of upstream's has run in it with
+    # VERSION set (the plugin's semantic version).
+    generate: tuple[str, ...] = ()
 
     @property
     def build_dir(self) -> Path:
@@ -120,6 +124,11 @@ def binaries(kubernetes: str) -> list[GoBinary]:
                         ("github.com/aquasecurity/kube-bench/cmd.KubeBenchVersion={version}",)))
     out.append(GoBinary("pulumi", "pulumi", "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi", "github.com/pulumi/pulumi/pkg/v3",
                         ("github.com/pulumi/pulumi/sdk/v3/go/common/version.Version={version}",)))
+    out.append(GoBinary("pulumi-resource-kubernetes", "pulumi-kubernetes",
+                        "github.com/pulumi/pulumi-kubernetes/provider/v4/cmd/pulumi-resource-kubernetes",
+                        "github.com/pulumi/pulumi-kubernetes/provider/v4",
+                        ("github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version={semver}",),
+                        generate=("run", "generate.go")))
     out.append(GoBinary("pause", "pause", "hardened-cluster/artifacts/build/pause", "hardened-cluster/artifacts/build/pause"))
     out.append(GoBinary(NAMESPACE_BASELINE, NAMESPACE_BASELINE, NAMESPACE_BASELINE_MODULE, NAMESPACE_BASELINE_MODULE))
     return out
@@ -163,12 +172,14 @@ def go_path() -> str:
     return go
 
 
-def _go(args: list[str], cwd: Path, timeout: float = GO_TIMEOUT) -> str:
-    result = subprocess.run([go_path(), *args], cwd=cwd, env=go_env(), capture_output=True, text=True,
-                            timeout=timeout, check=False)
+def _go(args: list[str] | tuple[str, ...], cwd: Path, timeout: float = GO_TIMEOUT,
+        env: dict[str, str] | None = None) -> str:
+    result = subprocess.run([go_path(), *args], cwd=cwd, env={**go_env(), **(env or {})}, capture_output=True,
+                            text=True, timeout=timeout, check=False)
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-15:])
-        raise BundleError(f"go {' '.join(args[:2])} in {cwd.relative_to(REPO_ROOT)} failed:\n{tail}")
+        where = cwd.relative_to(REPO_ROOT) if cwd.is_relative_to(REPO_ROOT) else cwd
+        raise BundleError(f"go {' '.join(args[:2])} in {where} failed:\n{tail}")
     return result.stdout
 
 
@@ -210,7 +221,7 @@ def _module_time(build_dir: Path, module: str) -> str:
 def _ldflags(binary: GoBinary, version: str, date: str) -> list[str]:
     plain = version.lstrip("v")
     major, minor = (plain.split(".") + ["0"])[:2]
-    values = {"version": version, "major": major, "minor": minor, "date": date}
+    values = {"version": version, "semver": plain, "major": major, "minor": minor, "date": date}
     return ["-s", "-w"] + [f"-X={flag.format(**values)}" for flag in binary.ldflags]
 
 
@@ -252,8 +263,8 @@ class Builder:
             self._go_version = go_version()
         if binary.build not in self._trees:
             self._trees[binary.build] = _tree_digest(binary.build_dir)
-        material = json.dumps([self._trees[binary.build], binary.package, ldflags, self._go_version,
-                               go_env()["GOFLAGS"], "amd64"])
+        material = json.dumps([self._trees[binary.build], binary.package, ldflags, binary.generate,
+                               self._go_version, go_env()["GOFLAGS"], "amd64"])
         return hashlib.sha256(material.encode()).hexdigest()[:24]
 
     def binary(self, binary: GoBinary) -> tuple[Path, str, str]:
@@ -273,12 +284,33 @@ class Builder:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{binary.name}.{os.getpid()}.tmp")
             try:
-                _go(["build", f"-ldflags={' '.join(ldflags)}", "-o", str(tmp), binary.package], binary.build_dir)
+                if binary.generate:
+                    stage = self._generated_copy(binary, version, target.parent / "stage")
+                    _go(["build", f"-ldflags={' '.join(ldflags)}", "-o", str(tmp), "."], stage)
+                    shutil.rmtree(stage)
+                else:
+                    _go(["build", f"-ldflags={' '.join(ldflags)}", "-o", str(tmp), binary.package],
+                        binary.build_dir)
                 tmp.replace(target)
             finally:
                 tmp.unlink(missing_ok=True)
             self.progress(f"  {binary.name:<26} {version:<14} built in {time.monotonic() - started:.0f}s")
         return target, version, f"{binary.module}@{version}"
+
+    @staticmethod
+    def _generated_copy(binary: GoBinary, version: str, stage: Path) -> Path:
+        """The main package copied out of the read-only module cache into a module of its own (the build
+        module's go.mod and go.sum), with upstream's generator run in it."""
+        module_dir = Path(_go(["list", "-m", "-f", "{{.Dir}}", binary.module], binary.build_dir).strip())
+        package_dir = module_dir / binary.package.removeprefix(binary.module).lstrip("/")
+        shutil.rmtree(stage, ignore_errors=True)
+        shutil.copytree(package_dir, stage)
+        for name in ("go.mod", "go.sum"):
+            shutil.copyfile(binary.build_dir / name, stage / name)
+        for path in [stage, *stage.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        _go(binary.generate, stage, env={"VERSION": version.lstrip("v")})
+        return stage
 
 
 def kubeadm_images(kubeadm: Path, kubernetes: str) -> dict[str, str]:

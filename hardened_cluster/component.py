@@ -26,6 +26,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from hardened_cluster import bundle as offline_bundle
 from hardened_cluster import providers
 from hardened_cluster.cis import check_plan, summary
 from hardened_cluster.plan import Context, Plan, render_plan
@@ -132,6 +133,16 @@ def render(doc: dict, spec_path: str | None, bundle: dict[str, str] | None) -> d
     }
 
 
+def kubernetes_plugin_version(spec: Spec) -> str | None:
+    """The kubernetes provider plugin of the spec's offline bundle, which the engine must load (it loads a
+    plugin only at exactly the version asked for, and the bundle's is not the SDK's); None: the SDK's own.
+    A bundle not built yet has no plugin to ask for."""
+    if spec.runtimes.artifacts != "bundle" or not (spec.runtimes.bundle / offline_bundle.BUNDLE_MANIFEST).is_file():
+        return None
+    plugin = offline_bundle.load(spec.runtimes.bundle).artifacts.get("pulumi-resource-kubernetes")
+    return plugin.version.removeprefix("v") if plugin else None
+
+
 @dataclass
 class HardenedClusterArgs:
     spec: pulumi.Input[dict]
@@ -195,7 +206,8 @@ class HardenedCluster(pulumi.ComponentResource):
                                            additional_secret_outputs=["secrets", "admin_kubeconfig"]))
 
         self.admin_kubeconfig = pulumi.Output.secret(self.tiers["control-plane"].admin_kubeconfig)
-        self.objects = self._cluster_objects(name, objects, rendered, previous)
+        self.objects = self._cluster_objects(name, objects, rendered, previous,
+                                             kubernetes_plugin_version(shape.spec))
         self.api_endpoint = rendered.apply(lambda r: r["api_endpoint"])
         self.etcd_endpoints = rendered.apply(lambda r: r["etcd_endpoints"])
         self.cis_summary = rendered.apply(lambda r: r["cis"])
@@ -207,7 +219,7 @@ class HardenedCluster(pulumi.ComponentResource):
         })
 
     def _cluster_objects(self, name: str, shape_objects: dict[str, dict], rendered: pulumi.Output,
-                         workers: pulumi.Resource) -> dict[str, pulumi.CustomResource]:
+                         workers: pulumi.Resource, plugin_version: str | None) -> dict[str, pulumi.CustomResource]:
         """One typed resource per manifest object, its fields taken from the real plan's manifests."""
         if not shape_objects:
             return {}
@@ -221,7 +233,8 @@ class HardenedCluster(pulumi.ComponentResource):
 
         live = rendered.apply(same_objects)
         provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.admin_kubeconfig,
-                                opts=pulumi.ResourceOptions(parent=self, depends_on=[workers]))
+                                opts=pulumi.ResourceOptions(parent=self, depends_on=[workers],
+                                                            version=plugin_version))
         out: dict[str, pulumi.CustomResource] = {}
         namespaces: dict[str, pulumi.CustomResource] = {}
         for key, obj in shape_objects.items():

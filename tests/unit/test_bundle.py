@@ -57,6 +57,22 @@ def test_binaries_print_their_pinned_versions(bundle, name):
     assert expected in result.stdout + result.stderr
 
 
+def test_kubernetes_provider_plugin_serves_its_generated_schema(bundle, tmp_path):
+    """The plugin's schema is generated at build time (not in the module zip) and carries the version the
+    bundle records; the bundle's own Pulumi CLI loads the plugin over gRPC to read it."""
+    plugin = bundle.artifacts["pulumi-resource-kubernetes"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PULUMI_HOME": str(tmp_path / ".pulumi"),
+           "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}
+    result = subprocess.run([str(bundle.path("pulumi")), "package", "get-schema", str(bundle.path(plugin.name))],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    schema = json.loads(result.stdout)
+    assert schema["name"] == "kubernetes"
+    assert schema["version"] == plugin.version.removeprefix("v")
+    assert "kubernetes:core/v1:Secret" in schema["resources"]
+    assert plugin.source == f"github.com/pulumi/pulumi-kubernetes/provider/v4@{plugin.version}"
+
+
 def test_archives_hold_the_tools_as_upstream_releases_do(bundle):
     with tarfile.open(bundle.path("crictl")) as tar:
         assert tar.getnames() == ["./crictl"]
