@@ -33,6 +33,7 @@ PINNED = {  # what each binary prints about itself, from the build modules' pins
     "kube-router": (["--version"], "v2.1.0"),
     "coredns": (["-version"], "CoreDNS-1.13.1"),
     "pulumi": (["version"], "v3.274.1"),
+    "runsc": (["--version"], "runsc version v0.0.0-20260905035102-160fafc42237"),
 }
 
 
