@@ -73,7 +73,8 @@ def cluster(lab, lab_spec, lab_state, bundle):
     assert result.succeeded, "\n".join(lines[-40:])
     assert not lab_spec.spec.firewall.nodeport_range.enabled  # the table above is for NodePorts off
     return {"kubeconfig": lab_state / "admin.conf", "kubectl": str(bundle.path("kubectl")),
-            "addresses": {n.name: str(n.address) for n in lab_spec.spec.nodes}}
+            "addresses": {n.name: str(n.address) for n in lab_spec.spec.nodes},
+            "service_cidr": str(lab_spec.spec.network.service_cidr)}
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +106,18 @@ def test_the_port_matrix_holds_with_the_cluster_running(cluster, nodeport):
     addresses = cluster["addresses"]
     assert CONTROLLER_ADDRESS not in addresses.values()
     # The Service is real: a node reaches its pod through the ClusterIP (node-to-pod is allowed), retried
-    # while kube-proxy programs it.
-    deadline = time.monotonic() + 60
-    while probe("worker", [(nodeport, 80)]) != ["open"]:
-        assert time.monotonic() < deadline, "the NodePort Service's ClusterIP never answered from a worker"
-        time.sleep(2)
+    # while kube-proxy programs it. Lab nodes have no default route, so a node's socket to a ClusterIP
+    # fails before kube-proxy's DNAT (in the output hook) sees it: for this probe, worker-2 routes the
+    # Service CIDR onto the lab's bridge, as a real node's default route would.
+    worker = ["ip", "-n", SOURCES["worker"], "route"]
+    subprocess.run([*worker, "replace", cluster["service_cidr"], "dev", "eth0"], check=True)
+    try:
+        deadline = time.monotonic() + 60
+        while probe("worker", [(nodeport, 80)]) != ["open"]:
+            assert time.monotonic() < deadline, "the NodePort Service's ClusterIP never answered from a worker"
+            time.sleep(2)
+    finally:
+        subprocess.run([*worker, "del", cluster["service_cidr"]], check=True)
     for source, expected in OPEN.items():
         # A node's probes of its own address go over loopback, which its input chain accepts.
         pairs = [(node, port) for node, ports in TARGETS.items() for port in ports
