@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +16,7 @@ import pytest
 import yaml
 
 from hardened_cluster.core import converge
+from live_cluster import kubectl, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -40,22 +40,6 @@ def cluster(lab, lab_spec, lab_state, bundle):
     kubeconfig = lab_state / "admin.conf"
     assert kubeconfig.is_file() and kubeconfig.stat().st_mode & 0o077 == 0
     return {"kubeconfig": kubeconfig, "kubectl": str(bundle.path("kubectl")), "seconds": time.monotonic() - started}
-
-
-def kubectl(cluster, *args, input=None, check=True, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run([cluster["kubectl"], "--kubeconfig", str(cluster["kubeconfig"]), *args], input=input,
-                          capture_output=True, text=True, check=check, timeout=timeout)
-
-
-def wait_for(what, predicate, timeout=180, every=2.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(every)
 
 
 def pod(name, namespace, command, runtime_class=None, node=None, security=None, labels=None) -> str:

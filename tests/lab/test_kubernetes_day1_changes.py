@@ -21,7 +21,8 @@ import shutil
 import time
 
 import pytest
-from test_kubernetes_cluster import kubectl, pod, wait_for
+from live_cluster import kubectl, wait_for
+from test_kubernetes_cluster import pod
 
 from hardened_cluster.core import converge
 from hardened_cluster.spec import LoadedSpec, load_spec

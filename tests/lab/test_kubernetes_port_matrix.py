@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from hardened_cluster.core import converge
+from live_cluster import kubectl
 from hardened_cluster.lab.model import CONTROLLER_ADDRESS, OUTSIDER_NETNS, netns_name
 
 pytestmark = pytest.mark.lab
@@ -52,11 +53,6 @@ def tcp(target):
 with ThreadPoolExecutor(32) as pool:
     print(json.dumps(list(pool.map(tcp, json.loads(sys.argv[1])))))
 """
-
-
-def kubectl(cluster, *args, input=None, check=True) -> subprocess.CompletedProcess:
-    return subprocess.run([cluster["kubectl"], "--kubeconfig", str(cluster["kubeconfig"]), *args], input=input,
-                          capture_output=True, text=True, check=check, timeout=120)
 
 
 def probe(source: str, targets: list[tuple[str, int]]) -> list[str]:

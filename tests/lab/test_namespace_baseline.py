@@ -8,13 +8,12 @@ refused by the new namespace's own policies (egress for its client, ingress for 
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 
 import pytest
 import yaml
 
 from hardened_cluster.core import converge
+from live_cluster import kubectl, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -52,24 +51,8 @@ def later(cluster):
         kubectl(cluster, "delete", "namespace", LATER, "--wait=false", check=False)
 
 
-def kubectl(cluster, *args, input=None, check=True, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run([cluster["kubectl"], "--kubeconfig", str(cluster["kubeconfig"]), *args], input=input,
-                          capture_output=True, text=True, check=check, timeout=timeout)
-
-
 def get(cluster, *args) -> dict:
     return json.loads(kubectl(cluster, "get", *args, "-o", "json").stdout)
-
-
-def wait_for(what, predicate, timeout=180, every=2.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(every)
 
 
 def policies(cluster) -> set[str]:
