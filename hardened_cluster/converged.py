@@ -19,12 +19,13 @@ from pathlib import Path
 import yaml
 
 from hardened_cluster import access, artifacts
-from hardened_cluster.deliver import REPO_ROOT, host_vars
+from hardened_cluster.deliver import REPO_ROOT, delivered_digest
 from hardened_cluster.errors import DeliveryError
 from hardened_cluster.plan import Plan
 from hardened_cluster.preflight import Command, ssh_run
 from hardened_cluster.secrets import write_private
 from hardened_cluster.spec import LoadedSpec, Node
+from hardened_cluster.sysctl import node_sysctls
 from hardened_cluster.verify import etcdctl_argv
 
 WALKED = ["/etc", "/usr/local", "/var/lib/hardened-cluster"]
@@ -105,12 +106,7 @@ def fingerprint_request(plan: Plan, node: Node, phases: list[str]) -> dict:
     host = plan.hosts[node.name]
     units = [u for p in phases for u in UNITS_BY_PHASE.get(p, [])]
     disabled = [f"{s}.service" for s in plan.spec.os_hardening.disable_services]
-    dropin = host.files.get(SYSCTL_DROPIN)
-    keys = []
-    for line in (dropin.content.splitlines() if dropin else []):
-        key, sep, _ = line.partition("=")
-        if sep and not line.lstrip().startswith("#"):
-            keys.append(key.strip().lstrip("-"))
+    keys = [s.key for _, group in node_sysctls(node) for s in group] if SYSCTL_DROPIN in host.files else []
     spec = plan.spec
     stat = STAT_ONLY + [str(spec.etcd.data_dir), str(spec.etcd.snapshot.directory)]
     files = sorted(set(host.files) | set(_os_hardening_paths()) | {DPKG_STATUS})
@@ -199,10 +195,11 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
-def plan_key(plan: Plan, state: Path, node: Node, phases: list[str], code: str) -> str:
-    """What a host was converged to: its files and role variables, the phases and the role code."""
-    variables = host_vars(plan, node, state / "plan")
-    blob = json.dumps({"vars": variables, "phases": sorted(phases), "code": code}, sort_keys=True, default=str)
+def plan_key(plan: Plan, node: Node, phases: list[str], code: str) -> str:
+    """What a host was converged to: what the phases deliver to it (the Pulumi tiers' inputs), the
+    phases and the role code."""
+    blob = json.dumps({"delivered": delivered_digest(plan, node, phases), "phases": sorted(phases), "code": code},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -220,20 +217,20 @@ class Stamps:
         """The recorded fingerprint request of each of `hosts` that has one."""
         return {h: self.data[h]["request"] for h in hosts if "request" in self.data.get(h, {})}
 
-    def unchanged(self, plan: Plan, state: Path, phases: list[str], found: dict[str, str | None]) -> set[str]:
+    def unchanged(self, plan: Plan, phases: list[str], found: dict[str, str | None]) -> set[str]:
         """Hosts whose recorded plan key and fingerprint both still hold."""
         out = set()
         for name, fingerprint in found.items():
             stamp = self.data.get(name, {})
-            key = plan_key(plan, state, plan.hosts[name].node, phases, self.code)
+            key = plan_key(plan, plan.hosts[name].node, phases, self.code)
             if fingerprint and stamp.get("plan") == key and stamp.get("fingerprint") == fingerprint:
                 out.add(name)
         return out
 
-    def record(self, plan: Plan, state: Path, phases: list[str], found: dict[str, tuple[dict, str | None]]) -> None:
+    def record(self, plan: Plan, phases: list[str], found: dict[str, tuple[dict, str | None]]) -> None:
         for name, (request, fingerprint) in found.items():
             if fingerprint:
-                key = plan_key(plan, state, plan.hosts[name].node, phases, self.code)
+                key = plan_key(plan, plan.hosts[name].node, phases, self.code)
                 self.data[name] = {"plan": key, "fingerprint": fingerprint, "request": request}
             else:
                 self.data.pop(name, None)
