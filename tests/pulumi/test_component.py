@@ -233,9 +233,9 @@ CHANGES = {
     "nothing": (lambda d: d, set()),
     # A role variable and no file: os_hardening stops one more service.
     "role variable": (_services, {("hosts", h) for h in ALL_NODES}),
-    # crictl is pinned per Kubernetes minor and containerd's files stay the same: the runtime tier used to miss it.
-    "version": (_kubernetes, {(t, h) for t in ("runtime", "control-plane", "workers") for h in KUBE_NODES
-                              if (t == "control-plane") == h.startswith("cp-") or t == "runtime"}),
+    # crictl and etcd are pinned per Kubernetes minor and neither's files change: their tiers used to miss it.
+    "version": (_kubernetes, {("runtime", h) for h in KUBE_NODES} | {("etcd", h) for h in ALL_NODES[:3]}
+                | {("control-plane" if h.startswith("cp-") else "workers", h) for h in KUBE_NODES}),
     # How a host is reached: every tier on that host.
     "ssh port": (lambda d: _ssh(d, 6, port=2222), {("hosts", "worker-1"), ("runtime", "worker-1"), ("workers", "worker-1")}),
     "ssh user": (lambda d: _ssh(d, 1, user="ops"), {("hosts", "etcd-2"), ("etcd", "etcd-2")}),
