@@ -18,11 +18,12 @@ from pathlib import Path
 
 import yaml
 
-from hardened_cluster import access, artifacts
+from hardened_cluster import access
 from hardened_cluster.deliver import REPO_ROOT, delivered_digest
 from hardened_cluster.errors import DeliveryError
 from hardened_cluster.plan import Plan
 from hardened_cluster.preflight import Command, ssh_run
+from hardened_cluster.role_vars import role_vars
 from hardened_cluster.secrets import write_private
 from hardened_cluster.spec import LoadedSpec, Node
 from hardened_cluster.sysctl import node_sysctls
@@ -129,10 +130,11 @@ def _objects_host(plan: Plan) -> str | None:
 def _objects_commands(plan: Plan) -> list[list[str]]:
     """kubectl on the first control plane listing every planned object's UID and resourceVersion,
     one call per namespace: a deleted or changed object changes the output, so the host is not skipped."""
-    bin_dir = artifacts.host_vars(plan.spec, plan.hosts[_objects_host(plan)]).get("kubernetes_node_bin_dir")
-    if not bin_dir:  # no Kubernetes binaries: the objects phase does not run
+    # The role's own kubectl; the plan tree's place does not matter here.
+    objects = role_vars(plan, plan.spec.node(_objects_host(plan)), Path("."), ["cluster_objects"]).get("cluster_objects")
+    if not objects:  # no Kubernetes binaries: the objects phase does not run
         return []
-    kubectl = bin_dir + "/kubectl"
+    kubectl = objects["cluster_objects_kubectl"]
     by_namespace: dict[str, list[str]] = {}
     for manifest in plan.manifests.values():
         for doc in yaml.safe_load_all(manifest.content):
