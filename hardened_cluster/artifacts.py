@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -22,7 +21,7 @@ from typing import Literal
 import yaml
 
 from hardened_cluster import bundle
-from hardened_cluster.plan import REPO_ROOT, HostPlan, Plan
+from hardened_cluster.plan import REPO_ROOT, SANDBOX_HANDLERS, HostPlan, Plan
 from hardened_cluster.spec import Spec
 
 MANIFEST = REPO_ROOT / "artifacts" / "manifest.yaml"
@@ -46,7 +45,6 @@ NOT_IN_BUNDLE = GVISOR + KATA
 NODE_IMAGES = ("image:pause", "image:kube-proxy", "image:kube-router", "image:coredns",
                f"image:{bundle.NAMESPACE_BASELINE}")
 CONTROL_PLANE_IMAGES = ("image:kube-apiserver", "image:kube-controller-manager", "image:kube-scheduler")
-CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 DOWNLOAD_TIMEOUT = 60.0
 CHUNK = 1 << 20
 
@@ -163,12 +161,8 @@ INSTALL = {
 
 
 def handlers(host: HostPlan) -> list[str]:
-    """The runtime handlers the planned containerd config of `host` names (none off Kubernetes nodes)."""
-    planned = host.files.get(CONTAINERD_CONFIG)
-    if planned is None:
-        return []
-    cri = tomllib.loads(planned.content)["plugins"]["io.containerd.grpc.v1.cri"]
-    return list(cri["containerd"]["runtimes"])
+    """The runtime handlers containerd has on `host` (none off Kubernetes nodes)."""
+    return [SANDBOX_HANDLERS.get(r, r) for r in host.runtimes]
 
 
 def names_for(phases: Iterable[str], runtime_handlers: Iterable[str], etcd_member: bool = False,

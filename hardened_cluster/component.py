@@ -11,10 +11,8 @@ Everything else in it decides which resources exist, so it must be known when th
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 import ipaddress
-import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hardened_cluster import bundle as offline_bundle
 from hardened_cluster import providers
 from hardened_cluster.cis import check_plan, summary
+from hardened_cluster.deliver import delivered_digest
 from hardened_cluster.plan import Context, Plan, render_plan
 from hardened_cluster.secrets import resolve_secrets
 from hardened_cluster.spec import LoadedSpec, Spec
@@ -40,8 +39,6 @@ TYPE = "hardened-cluster:index:HardenedCluster"
 class Tier:
     name: str
     phase: str  # the deliver.PHASES entry (Ansible tag) it runs
-    roles: tuple[str, ...]  # whose planned files it diffs on
-    settings: tuple[str, ...]  # spec sections its roles read besides their files (role variables)
     select: Callable[[Spec], list[str]]
     provider: type[providers.TierProvider]
 
@@ -54,15 +51,11 @@ def _nodes(*roles: str, without: str | None = None) -> Callable[[Spec], list[str
 
 
 TIERS: tuple[Tier, ...] = (
-    Tier("hosts", "hosts", ("os_hardening", "ssh_hardening", "firewall"), ("os_hardening", "ssh_hardening"),
-         lambda spec: [n.name for n in spec.nodes], providers.HostsTierProvider),
-    Tier("etcd", "etcd", ("etcd",), ("etcd",), _nodes("etcd"), providers.EtcdTierProvider),
-    Tier("runtime", "runtime", ("container_runtime",), ("runtimes",), _nodes("control-plane", "worker"),
-         providers.RuntimeTierProvider),
-    Tier("control-plane", "kubernetes", ("kubernetes_node", "control_plane"), ("cluster",), _nodes("control-plane"),
-         providers.ControlPlaneTierProvider),
-    Tier("workers", "kubernetes", ("kubernetes_node", "worker"), ("cluster",), _nodes("worker", without="control-plane"),
-         providers.KubernetesTierProvider),
+    Tier("hosts", "hosts", lambda spec: [n.name for n in spec.nodes], providers.HostsTierProvider),
+    Tier("etcd", "etcd", _nodes("etcd"), providers.EtcdTierProvider),
+    Tier("runtime", "runtime", _nodes("control-plane", "worker"), providers.RuntimeTierProvider),
+    Tier("control-plane", "kubernetes", _nodes("control-plane"), providers.ControlPlaneTierProvider),
+    Tier("workers", "kubernetes", _nodes("worker", without="control-plane"), providers.KubernetesTierProvider),
 )
 
 # Manifest kinds -> typed resource and the top-level fields it takes besides metadata.
@@ -87,22 +80,9 @@ def _argument(field: str) -> str:
 
 
 def tier_hashes(plan: Plan, tier: Tier) -> dict[str, str]:
-    """Per host: the tier's planned files (Plan.role_hashes), how the host is reached and the role
-    variables. Only what a tier delivers changes its hash, so `pulumi up` touches only that tier."""
-    spec = plan.spec
-    hosts = tier.hosts(spec)
-    settings = json.dumps({s: getattr(spec, s).model_dump(mode="json") for s in tier.settings}, sort_keys=True)
-    files = {role: plan.role_hashes(role, hosts) for role in tier.roles}
-    out = {}
-    for name in hosts:
-        node = spec.node(name)
-        digest = hashlib.sha256()
-        for role in tier.roles:
-            digest.update(f"{role}={files[role].get(name, '-')}\n".encode())
-        reach = f"{node.address} {spec.ssh_port(node)} {spec.ssh_user(node)} {plan.loaded.host_keys[name]}"
-        digest.update(f"connection={reach}\nsettings={settings}\n".encode())
-        out[name] = digest.hexdigest()
-    return out
+    """Per host: the digest of what the tier's phase delivers there, as the CLI's rerun key takes it
+    (deliver.delivered_digest). Only what a tier delivers changes its hash, so `pulumi up` touches only that tier."""
+    return {name: delivered_digest(plan, plan.spec.node(name), [tier.phase]) for name in tier.hosts(plan.spec)}
 
 
 def manifest_objects(plan: Plan) -> dict[str, dict]:

@@ -18,13 +18,15 @@ from pathlib import Path
 
 import yaml
 
-from hardened_cluster import access, artifacts
-from hardened_cluster.deliver import REPO_ROOT, host_vars
+from hardened_cluster import access
+from hardened_cluster.deliver import REPO_ROOT, delivered_digest
 from hardened_cluster.errors import DeliveryError
 from hardened_cluster.plan import Plan
 from hardened_cluster.preflight import Command, ssh_run
+from hardened_cluster.role_vars import role_vars
 from hardened_cluster.secrets import write_private
 from hardened_cluster.spec import LoadedSpec, Node
+from hardened_cluster.sysctl import node_sysctls
 from hardened_cluster.verify import etcdctl_argv
 
 WALKED = ["/etc", "/usr/local", "/var/lib/hardened-cluster"]
@@ -105,12 +107,7 @@ def fingerprint_request(plan: Plan, node: Node, phases: list[str]) -> dict:
     host = plan.hosts[node.name]
     units = [u for p in phases for u in UNITS_BY_PHASE.get(p, [])]
     disabled = [f"{s}.service" for s in plan.spec.os_hardening.disable_services]
-    dropin = host.files.get(SYSCTL_DROPIN)
-    keys = []
-    for line in (dropin.content.splitlines() if dropin else []):
-        key, sep, _ = line.partition("=")
-        if sep and not line.lstrip().startswith("#"):
-            keys.append(key.strip().lstrip("-"))
+    keys = [s.key for _, group in node_sysctls(node) for s in group] if SYSCTL_DROPIN in host.files else []
     spec = plan.spec
     stat = STAT_ONLY + [str(spec.etcd.data_dir), str(spec.etcd.snapshot.directory)]
     files = sorted(set(host.files) | set(_os_hardening_paths()) | {DPKG_STATUS})
@@ -133,10 +130,11 @@ def _objects_host(plan: Plan) -> str | None:
 def _objects_commands(plan: Plan) -> list[list[str]]:
     """kubectl on the first control plane listing every planned object's UID and resourceVersion,
     one call per namespace: a deleted or changed object changes the output, so the host is not skipped."""
-    bin_dir = artifacts.host_vars(plan.spec, plan.hosts[_objects_host(plan)]).get("kubernetes_node_bin_dir")
-    if not bin_dir:  # no Kubernetes binaries: the objects phase does not run
+    # The role's own kubectl; the plan tree's place does not matter here.
+    objects = role_vars(plan, plan.spec.node(_objects_host(plan)), Path("."), ["cluster_objects"]).get("cluster_objects")
+    if not objects:  # no Kubernetes binaries: the objects phase does not run
         return []
-    kubectl = bin_dir + "/kubectl"
+    kubectl = objects["cluster_objects_kubectl"]
     by_namespace: dict[str, list[str]] = {}
     for manifest in plan.manifests.values():
         for doc in yaml.safe_load_all(manifest.content):
@@ -199,10 +197,11 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
-def plan_key(plan: Plan, state: Path, node: Node, phases: list[str], code: str) -> str:
-    """What a host was converged to: its files and role variables, the phases and the role code."""
-    variables = host_vars(plan, node, state / "plan")
-    blob = json.dumps({"vars": variables, "phases": sorted(phases), "code": code}, sort_keys=True, default=str)
+def plan_key(plan: Plan, node: Node, phases: list[str], code: str) -> str:
+    """What a host was converged to: what the phases deliver to it (the Pulumi tiers' inputs), the
+    phases and the role code."""
+    blob = json.dumps({"delivered": delivered_digest(plan, node, phases), "phases": sorted(phases), "code": code},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -220,20 +219,20 @@ class Stamps:
         """The recorded fingerprint request of each of `hosts` that has one."""
         return {h: self.data[h]["request"] for h in hosts if "request" in self.data.get(h, {})}
 
-    def unchanged(self, plan: Plan, state: Path, phases: list[str], found: dict[str, str | None]) -> set[str]:
+    def unchanged(self, plan: Plan, phases: list[str], found: dict[str, str | None]) -> set[str]:
         """Hosts whose recorded plan key and fingerprint both still hold."""
         out = set()
         for name, fingerprint in found.items():
             stamp = self.data.get(name, {})
-            key = plan_key(plan, state, plan.hosts[name].node, phases, self.code)
+            key = plan_key(plan, plan.hosts[name].node, phases, self.code)
             if fingerprint and stamp.get("plan") == key and stamp.get("fingerprint") == fingerprint:
                 out.add(name)
         return out
 
-    def record(self, plan: Plan, state: Path, phases: list[str], found: dict[str, tuple[dict, str | None]]) -> None:
+    def record(self, plan: Plan, phases: list[str], found: dict[str, tuple[dict, str | None]]) -> None:
         for name, (request, fingerprint) in found.items():
             if fingerprint:
-                key = plan_key(plan, state, plan.hosts[name].node, phases, self.code)
+                key = plan_key(plan, plan.hosts[name].node, phases, self.code)
                 self.data[name] = {"plan": key, "fingerprint": fingerprint, "request": request}
             else:
                 self.data.pop(name, None)

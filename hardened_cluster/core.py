@@ -81,7 +81,7 @@ def converge(
         plan = render_plan(loaded, secrets, facts, env)
         fetch_for(plan, selected)
         found = {h: parse_fingerprint(answers.get(h)) for h in targets}
-        unchanged = set() if full else stamps.unchanged(plan, state, selected, found)
+        unchanged = set() if full else stamps.unchanged(plan, selected, found)
         benched = [h for h in targets if "benchmark" in selected and {"control-plane", "worker"} & set(plan.hosts[h].node.roles)]
         # An unchanged host keeps the kube-bench report of its last run; without one it runs again.
         unchanged -= {h for h in benched if kube_bench.saved(state, h) is None}
@@ -108,7 +108,7 @@ def converge(
             good = [h for h in todo if result.rc == 0 and not (result.hosts[h].failed or result.hosts[h].unreachable)]
             stamps.forget([h for h in todo if h not in good])
             if good:
-                stamps.record(plan, state, selected, fingerprints(loaded, plan, good, selected))
+                stamps.record(plan, selected, fingerprints(loaded, plan, good, selected))
         result.hosts = {h: result.hosts[h] for h in targets if h in result.hosts}
         result.seconds = round(time.monotonic() - started, 2)
     else:

@@ -5,6 +5,7 @@ differences. The CLI and the Pulumi tiers both call `run`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -16,10 +17,10 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-from hardened_cluster import access, artifacts, kube_bench, kubeadm
 from hardened_cluster.kube_bench import HostBench
-from hardened_cluster.plan import CONTROL_PLANE_CONFIG, REPO_ROOT, Plan
+from hardened_cluster.plan import REPO_ROOT, Plan
 from hardened_cluster.private import private_dir, private_tree
+from hardened_cluster.role_vars import CONNECTION, host_vars, role_vars
 from hardened_cluster.secrets import write_private
 from hardened_cluster.spec import LoadedSpec, Node, SecretRef
 
@@ -169,102 +170,19 @@ def known_hosts_lines(loaded: LoadedSpec) -> list[str]:
     return lines
 
 
-def _file_entries(plan: Plan, node: Node, role: str, plan_dir: Path) -> list[dict]:
-    return [
-        {"dest": f.path, "src": str(plan_dir / node.name / f.path.lstrip("/")), "mode": f.mode,
-         "owner": f.owner, "group": f.group, "secret": f.secret, "sha256": f.sha256}
-        for f in sorted(plan.hosts[node.name].for_role(role), key=lambda f: f.path)
-    ]
-
-
-def host_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
-    spec = plan.spec
-    members = [{"name": n.name, "address": str(n.address)} for n in spec.nodes_with("etcd")]
-    out: dict = {
-        "ansible_host": str(node.address),
-        "ansible_port": spec.ssh_port(node),
-        "ansible_user": spec.ssh_user(node),
-        "validate_node_address": str(node.address),
-        "os_hardening_sysctl_enabled": spec.os_hardening.sysctl,
-        "os_hardening_swap_enabled": spec.os_hardening.swap_off,
-        "os_hardening_permissions_enabled": spec.os_hardening.sensitive_file_permissions,
-        "os_hardening_setuid_enabled": spec.os_hardening.remove_setuid,
-        "os_hardening_motd_enabled": spec.os_hardening.remove_dynamic_motd,
-        "os_hardening_services_enabled": bool(spec.os_hardening.disable_services),
-        "os_hardening_disable_services": list(spec.os_hardening.disable_services),
-        "ssh_hardening_enabled": spec.ssh_hardening.enabled,
-        "ssh_hardening_admin_user": spec.ssh_user(node),
-        "ssh_hardening_node_address": str(node.address),
-        "ssh_hardening_port": spec.ssh_port(node),
-        "access_admin_key": access.admin_public_key(spec) or "",
-        "access_authorized_keys": access.authorized_keys(spec, node),
-    }
-    if "etcd" in node.roles:
-        snap = spec.etcd.snapshot
-        out.update({
-            "etcd_members": members,
-            "etcd_client_port": spec.etcd.client_port,
-            "etcd_peer_port": spec.etcd.peer_port,
-            "etcd_data_dir": str(spec.etcd.data_dir),
-            "etcd_cluster_token": f"{spec.cluster.name}-etcd",
-            "etcd_bin_dir": spec.etcd_bin_dir,
-            **artifacts.etcd_host_vars(spec),
-            "etcd_snapshot_enabled": snap.enabled,
-            "etcd_snapshot_dir": str(snap.directory),
-            "etcd_snapshot_encrypted": snap.encryption_key is not None,
-        })
-    for role in {f.role for f in plan.hosts[node.name].files.values()}:
-        out[f"{role}_files"] = _file_entries(plan, node, role, plan_dir)
-    out.update(_kubernetes_vars(plan, node, plan_dir))
+def delivered(plan: Plan, node: Node, phases: list[str]) -> dict[str, dict]:
+    """What a run of `phases` gives `node`: how it is reached (host key included) and the variables of
+    the phases' roles, planned files by digest. The rerun key and the Pulumi tier inputs are its digest.
+    The plan tree's place on the controller is left out: it does not change what the host gets."""
+    roles = {r for p in phases for r in PHASES.get(p, [])}
+    out = role_vars(plan, node, Path("<state>") / "plan", roles)
+    out[CONNECTION] = {**out[CONNECTION], "host_key": plan.loaded.host_keys[node.name]}
     return out
 
 
-def _kubernetes_vars(plan: Plan, node: Node, plan_dir: Path) -> dict:
-    """Variables of the runtime and Kubernetes roles, from the spec and the rendered plan."""
-    host = plan.hosts[node.name]
-    out = artifacts.host_vars(plan.spec, host)
-    if not out:
-        return out
-    bin_dir = out["kubernetes_node_bin_dir"]
-    first_cp = plan.spec.nodes_with("control-plane")[0].name
-    if "control-plane" in node.roles:
-        init = node.name == first_cp
-        # This node's own InitConfiguration and the ClusterConfiguration every control plane shares.
-        docs = list(yaml.safe_load_all(host.files[CONTROL_PLANE_CONFIG].content))
-        cluster = next(d for d in docs if d.get("kind") == "ClusterConfiguration")
-        endpoint = next(d["localAPIEndpoint"] for d in docs if d.get("kind") == "InitConfiguration")
-        out.update({
-            "control_plane_bin_dir": bin_dir,
-            "control_plane_init": init,
-            "control_plane_init_host": first_cp,
-            "control_plane_apiserver_flags": kubeadm.component_flags("kube-apiserver", cluster, endpoint),
-            "control_plane_render_config": CONTROL_PLANE_CONFIG,
-            "control_plane_apiserver_inputs_sha256": kubeadm.start_inputs_digest(
-                cluster, {f.path: f.sha256 for f in host.for_role("control_plane")}),
-            "control_plane_admin_conf_dest": str(plan_dir.parent / "admin.conf"),
-            "cluster_objects_kubectl": f"{bin_dir}/kubectl",
-            "cluster_objects_manifests": [
-                {"name": f.path, "src": str(plan_dir / "cluster" / f.path)} for f in plan.manifests.values()
-            ] if init else [],
-            "cluster_objects_node_labels": {
-                name: {kubeadm.runtime_label(r): "true" for r in _sandboxes(other)}
-                for name, other in plan.hosts.items() if _sandboxes(other)
-            } if init else {},
-            "cluster_objects_nodes": {
-                n.name: str(n.address) for n in plan.spec.nodes if {"control-plane", "worker"} & set(n.roles)
-            } if init else {},
-        })
-    elif "worker" in node.roles:
-        out.update({"worker_bin_dir": bin_dir, "worker_token_host": first_cp})
-    if plan.spec.runtimes.artifacts == "bundle":
-        out.update(kube_bench.host_vars(plan.spec, node))
-    return out
-
-
-def _sandboxes(host) -> list[str]:
-    """Sandbox runtimes (RuntimeClass names) a host's containerd has: runsc is gVisor's handler."""
-    names = {"runsc": "gvisor", "kata": "kata"}
-    return [names[h] for h in artifacts.handlers(host) if h in names]
+def delivered_digest(plan: Plan, node: Node, phases: list[str]) -> str:
+    blob = json.dumps(delivered(plan, node, phases), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def secret_env_names(model: BaseModel) -> set[str]:

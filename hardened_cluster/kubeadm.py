@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+if TYPE_CHECKING:
+    from hardened_cluster.spec import Node, Spec
 
 CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 # ECDHE with AEAD only; every name is in CIS 1.2.29's and 4.2.12's lists.
@@ -92,6 +96,90 @@ and issuer, bootstrap-token auth, allow-privileged and the etcd.external endpoin
 the controller manager and the scheduler bind to 127.0.0.1 with their own kubeconfigs, the
 controller manager also with the root CA, the SA signing key and per-controller SA credentials.
 A `{placeholder}` flag is only set when kubeadm sets it (see `component_flags`)."""
+
+# Every control-plane component serves modern TLS only.
+_TLS_ARGS = (("tls-cipher-suites", ",".join(TLS_CIPHER_SUITES)), ("tls-min-version", "VersionTLS12"))
+
+
+def _volume(name: str, path: str, read_only: bool, path_type: str) -> dict:
+    return {"name": name, "hostPath": path, "mountPath": path, "readOnly": read_only, "pathType": path_type}
+
+
+def cluster_configuration(spec: Spec, etcd_endpoints: list[str]) -> dict:
+    """The ClusterConfiguration every control plane runs (the kubeadm init and control-plane files hold it)."""
+    plugins = ["NodeRestriction", "DenyServiceExternalIPs"]
+    plugins += ["EventRateLimit"] if spec.admission.event_rate_limit else []
+    plugins += ["AlwaysPullImages"] if spec.admission.always_pull_images else []
+    audit, webhook = spec.audit, spec.audit.webhook
+    audit_dir = str(audit.log_path.parent)
+    api_args = [
+        ("admission-control-config-file", "/etc/kubernetes/admission/admission-config.yaml"),
+        ("audit-log-maxage", str(audit.max_age)),
+        ("audit-log-maxbackup", str(audit.max_backup)),
+        ("audit-log-maxsize", str(audit.max_size)),
+        ("audit-log-path", str(audit.log_path)),
+        ("audit-policy-file", "/etc/kubernetes/audit/audit-policy.yaml"),
+    ]
+    if webhook:
+        api_args += [("audit-webhook-config-file", str(webhook.kubeconfig)), ("audit-webhook-mode", webhook.mode)]
+    api_args += [
+        # Replaces --anonymous-auth (the two exclude each other): anonymous requests reach only the health
+        # endpoints kubeadm's probes use and the cluster-info ConfigMap `kubeadm join` discovery reads.
+        ("authentication-config", "/etc/kubernetes/auth/authentication-config.yaml"),
+        ("authorization-mode", "Node,RBAC"),
+        ("enable-admission-plugins", ",".join(plugins)),
+        ("encryption-provider-config", "/etc/kubernetes/encryption/encryption-config.yaml"),
+        # Key rotation only rewrites the file; no static-pod restart needed.
+        ("encryption-provider-config-automatic-reload", "true"),
+        ("kubelet-certificate-authority", "/etc/kubernetes/pki/ca.crt"),
+        ("profiling", "false"),
+        ("service-account-extend-token-expiration", "false"),
+        ("service-account-lookup", "true"),
+        *_TLS_ARGS,
+    ]
+    # Directories, not files: an atomically replaced file stays visible in the pod.
+    volumes = [
+        _volume("admission", "/etc/kubernetes/admission", True, "Directory"),
+        _volume("audit-policy", "/etc/kubernetes/audit", True, "Directory"),
+        _volume("audit-log", audit_dir, False, "DirectoryOrCreate"),
+    ]
+    if webhook:
+        volumes.append(_volume("audit-webhook", str(webhook.kubeconfig), True, "File"))
+    volumes += [
+        _volume("authentication", "/etc/kubernetes/auth", True, "Directory"),
+        _volume("encryption", "/etc/kubernetes/encryption", True, "Directory"),
+    ]
+    if spec.encryption.provider == "kms-v2":
+        kms_dir = spec.encryption.kms.endpoint.removeprefix("unix://").rpartition("/")[0]
+        volumes.append(_volume("kms-socket", kms_dir, False, "DirectoryOrCreate"))
+    controller_args = [("bind-address", "127.0.0.1"), ("profiling", "false"), ("terminated-pod-gc-threshold", "10"),
+                       *_TLS_ARGS, ("use-service-account-credentials", "true")]
+
+    def args(pairs: list[tuple[str, str]]) -> list[dict]:
+        return [{"name": name, "value": value} for name, value in pairs]
+
+    return {
+        "apiVersion": "kubeadm.k8s.io/v1beta4",
+        "kind": "ClusterConfiguration",
+        "clusterName": spec.cluster.name,
+        "kubernetesVersion": f"v{spec.cluster.kubernetes_version}",
+        "controlPlaneEndpoint": spec.cluster.control_plane_endpoint,
+        "certificatesDir": "/etc/kubernetes/pki",
+        "networking": {"dnsDomain": spec.cluster.domain, "podSubnet": str(spec.network.pod_cidr),
+                       "serviceSubnet": str(spec.network.service_cidr)},
+        "etcd": {"external": {"endpoints": list(etcd_endpoints), "caFile": "/etc/kubernetes/pki/etcd/ca.crt",
+                              "certFile": "/etc/kubernetes/pki/apiserver-etcd-client.crt",
+                              "keyFile": "/etc/kubernetes/pki/apiserver-etcd-client.key"}},
+        "apiServer": {"extraArgs": args(api_args), "extraVolumes": volumes},
+        "controllerManager": {"extraArgs": args(controller_args)},
+        "scheduler": {"extraArgs": args([("bind-address", "127.0.0.1"), ("profiling", "false"), *_TLS_ARGS])},
+    }
+
+
+def local_api_endpoint(spec: Spec, node: Node) -> dict:
+    """Where a control plane's API server listens (its InitConfiguration's localAPIEndpoint)."""
+    return {"advertiseAddress": str(node.address), "bindPort": int(spec.cluster.control_plane_endpoint.rpartition(":")[2])}
+
 
 _SECTIONS = {"kube-apiserver": "apiServer", "kube-controller-manager": "controllerManager", "kube-scheduler": "scheduler"}
 

@@ -21,7 +21,7 @@ import jinja2.nodes
 import pydantic
 import yaml
 
-from hardened_cluster import firewall, kubeadm
+from hardened_cluster import firewall, kubeadm, sysctl
 from hardened_cluster.private import private_dir
 from hardened_cluster.secrets import ClusterSecrets
 from hardened_cluster.spec import LoadedSpec, Node, Spec
@@ -31,6 +31,8 @@ TEMPLATES_DIR = REPO_ROOT / "templates"
 
 # Kubernetes version -> the CRI/kubeadm API versions its config files use.
 KUBEADM_API = "kubeadm.k8s.io/v1beta4"
+# containerd's handler name of each sandbox runtime (the RuntimeClass name); runc's is its own.
+SANDBOX_HANDLERS = {"gvisor": "runsc", "kata": "kata"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class HostPlan:
     node: Node
     files: dict[str, PlannedFile]
     notes: list[str]
+    # The runtimes containerd gets here (Context.runtimes_on); none off the Kubernetes nodes.
+    runtimes: list[str] = field(default_factory=list)
 
     def for_role(self, role: str) -> list[PlannedFile]:
         return [f for f in self.files.values() if f.role == role]
@@ -106,20 +110,6 @@ class Plan:
                 os.chmod(path, 0o700)
         return len(wanted)
 
-    def role_hashes(self, role: str, hosts: list[str] | None = None) -> dict[str, str]:
-        """Per host, one hash over the role's files: what the Pulumi tiers diff on."""
-        out = {}
-        for name, host in self.hosts.items():
-            if hosts is not None and name not in hosts:
-                continue
-            files = host.for_role(role)
-            if files:
-                digest = hashlib.sha256()
-                for f in sorted(files, key=lambda f: f.path):
-                    digest.update(f"{f.path}\0{f.mode}\0{f.owner}\0{f.group}\0{f.sha256}\n".encode())
-                out[name] = digest.hexdigest()
-        return out
-
 
 @dataclass(frozen=True)
 class Context:
@@ -139,7 +129,11 @@ class Context:
 
     @cached_property
     def etcd_endpoints(self) -> list[str]:
-        return [f"https://{_host(n)}:{self.spec.etcd.client_port}" for n in self.etcd_members]
+        return etcd_endpoints(self.spec)
+
+    @cached_property
+    def cluster_configuration(self) -> dict:
+        return kubeadm.cluster_configuration(self.spec, self.etcd_endpoints)
 
     @cached_property
     def etcd_initial_cluster(self) -> str:
@@ -163,6 +157,11 @@ class Context:
 
 def _host(node: Node) -> str:
     return f"[{node.address}]" if node.address.version == 6 else str(node.address)
+
+
+def etcd_endpoints(spec: Spec) -> list[str]:
+    """The etcd members' client URLs."""
+    return [f"https://{_host(n)}:{spec.etcd.client_port}" for n in spec.nodes_with("etcd")]
 
 
 Predicate = Callable[[Context, Node], bool]
@@ -412,9 +411,10 @@ def render_plan(
         if shape not in rules:
             rules[shape] = firewall.node_rules(ctx.spec, node), firewall.node_forwarding(ctx.spec, node)
         runtimes = ctx.runtimes_on(node)
+        sysctls = sysctl.node_sysctls(node)
         variables = {"spec": ctx.spec, "ctx": ctx, "node": node, "rules": rules[shape][0],
-                     "forwarding": rules[shape][1], "runtimes": runtimes}
-        per_node = {"rules": shape, "forwarding": shape, "runtimes": tuple(runtimes)}
+                     "forwarding": rules[shape][1], "runtimes": runtimes, "sysctls": sysctls}
+        per_node = {"rules": shape, "forwarding": shape, "runtimes": tuple(runtimes), "sysctls": sysctls}
         for index, rule in enumerate(FILES):
             if not rule.when(ctx, node):
                 continue
@@ -437,7 +437,7 @@ def render_plan(
             files[rule.path] = rendered[key]
         if node.name in ctx._sandboxed["kata"] and "kata" not in runtimes:
             notes.append("kata handler left out: preflight found no /dev/kvm with vhost-vsock on this host")
-        hosts[node.name] = HostPlan(node, files, notes)
+        hosts[node.name] = HostPlan(node, files, notes, runtimes if _kube(ctx, node) else [])
     manifests = {}
     for path, when in MANIFESTS:
         if when(ctx):

@@ -1,6 +1,7 @@
 """HardenedCluster under Pulumi mocks: tiers and their order, cluster objects, secrets, firewall exposure."""
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from hardened_cluster import plan as plan_module
 from hardened_cluster.component import TIERS, TYPE, HardenedCluster, HardenedClusterArgs, manifest_objects
+from hardened_cluster.converged import plan_key
 from hardened_cluster.firewall import node_rules
 from hardened_cluster.plan import render_plan
 from hardened_cluster.providers import load, materialize
@@ -186,25 +188,78 @@ def _ports(port: str) -> set[int]:
     return set(range(int(low), int(high or low) + 1))
 
 
+def _inputs_and_rerun_keys(pulumi_mocks, secrets: dict, name: str, doc: dict) -> tuple[dict, dict]:
+    """Per tier and host: the tier's `hashes` input under the mocks, and the CLI's rerun key for the
+    tier's phase on a plan rendered from the spec the tier got."""
+    @pulumi.runtime.test
+    def program():
+        return everything(HardenedCluster(name, HardenedClusterArgs(spec=doc, spec_path=str(SAMPLE))))
+
+    program()
+    regs = pulumi_mocks.registrations
+    inputs = {t.name: regs[f"{name}-{t.name}"].inputs["hashes"] for t in TIERS}
+    loaded = load(regs[f"{name}-hosts"].inputs["spec"], str(SAMPLE))
+    with tempfile.TemporaryDirectory() as state:
+        materialize(secrets["bundle"], Path(state))
+        plan = render_plan(loaded, resolve_secrets(loaded, Path(state)))
+    keys = {t.name: {h: plan_key(plan, plan.spec.node(h), [t.phase], "code") for h in t.hosts(plan.spec)}
+            for t in TIERS}
+    return inputs, keys
+
+
+def _moved(before: dict, after: dict) -> set[tuple[str, str]]:
+    return {(tier, host) for tier in before for host in before[tier] if before[tier][host] != after[tier].get(host)}
+
+
+def _ssh(doc: dict, node: int, **values) -> dict:
+    doc["nodes"][node]["ssh"] = {**doc["nodes"][node]["ssh"], **values}
+    return doc
+
+
+def _services(doc: dict) -> dict:
+    doc["os_hardening"]["disable_services"].append("telnet")
+    return doc
+
+
+def _kubernetes(doc: dict) -> dict:
+    doc["cluster"]["kubernetes_version"] = "1.34.4"
+    return doc
+
+
+KUBE_NODES = ["cp-1", "cp-2", "cp-3", "worker-1", "worker-2", "worker-3"]
+ALL_NODES = ["etcd-1", "etcd-2", "etcd-3", *KUBE_NODES]
+# kind of planned change -> (spec change, (tier, host) pairs whose inputs must change)
+CHANGES = {
+    "nothing": (lambda d: d, set()),
+    # A role variable and no file: os_hardening stops one more service.
+    "role variable": (_services, {("hosts", h) for h in ALL_NODES}),
+    # crictl and etcd are pinned per Kubernetes minor and neither's files change: their tiers used to miss it.
+    "version": (_kubernetes, {("runtime", h) for h in KUBE_NODES} | {("etcd", h) for h in ALL_NODES[:3]}
+                | {("control-plane" if h.startswith("cp-") else "workers", h) for h in KUBE_NODES}),
+    # How a host is reached: every tier on that host.
+    "ssh port": (lambda d: _ssh(d, 6, port=2222), {("hosts", "worker-1"), ("runtime", "worker-1"), ("workers", "worker-1")}),
+    "ssh user": (lambda d: _ssh(d, 1, user="ops"), {("hosts", "etcd-2"), ("etcd", "etcd-2")}),
+}
+
+
+@pytest.mark.parametrize("kind", list(CHANGES))
+def test_every_kind_of_change_moves_the_tier_inputs_and_the_rerun_key_alike(pulumi_mocks, sample_doc, fixed_secrets, kind):
+    change, expected = CHANGES[kind]
+    before = _inputs_and_rerun_keys(pulumi_mocks, fixed_secrets, "before", copy.deepcopy(sample_doc))
+    after = _inputs_and_rerun_keys(pulumi_mocks, fixed_secrets, "after", change(copy.deepcopy(sample_doc)))
+    assert _moved(before[0], after[0]) == _moved(before[1], after[1]) == expected
+
+
 def test_a_changed_template_changes_only_its_tiers_inputs(pulumi_mocks, sample_doc, fixed_secrets, monkeypatch, tmp_path):
-    def tier_hashes(name: str) -> dict[str, dict]:
-        @pulumi.runtime.test
-        def program():
-            return everything(HardenedCluster(name, HardenedClusterArgs(spec=sample_doc, spec_path=str(SAMPLE))))
-
-        program()
-        return {t.name: pulumi_mocks.registrations[f"{name}-{t.name}"].inputs["hashes"] for t in TIERS}
-
-    before = tier_hashes("before")
+    before = _inputs_and_rerun_keys(pulumi_mocks, fixed_secrets, "before", sample_doc)
     templates = tmp_path / "templates"
     shutil.copytree(plan_module.TEMPLATES_DIR, templates)
     sshd = templates / "etc/ssh/sshd_config.d/10-hardened-cluster.conf.j2"
     sshd.write_text(sshd.read_text() + "Banner none\n")
     monkeypatch.setattr(plan_module, "TEMPLATES_DIR", templates)
-    after = tier_hashes("after")
+    after = _inputs_and_rerun_keys(pulumi_mocks, fixed_secrets, "after", sample_doc)
 
-    assert {t for t in before if before[t] != after[t]} == {"hosts"}
-    assert all(before["hosts"][h] != after["hosts"][h] for h in before["hosts"])
+    assert _moved(before[0], after[0]) == _moved(before[1], after[1]) == {("hosts", h) for h in ALL_NODES}
 
 
 @pulumi.runtime.test

@@ -36,21 +36,21 @@ def test_request_covers_files_units_and_runtime_sysctls(plan):
 
 def test_only_hosts_with_matching_key_and_fingerprint_are_unchanged(plan, tmp_path):
     stamps = Stamps(tmp_path)
-    assert stamps.unchanged(plan, tmp_path, PHASES, {"etcd-1": "a" * 64}) == set()
+    assert stamps.unchanged(plan, PHASES, {"etcd-1": "a" * 64}) == set()
     requests = {h: fingerprint_request(plan, plan.spec.node(h), PHASES) for h in ("etcd-1", "etcd-2", "etcd-3")}
-    stamps.record(plan, tmp_path, PHASES, {"etcd-1": (requests["etcd-1"], "a" * 64),
+    stamps.record(plan, PHASES, {"etcd-1": (requests["etcd-1"], "a" * 64),
                                            "etcd-2": (requests["etcd-2"], "b" * 64), "etcd-3": (requests["etcd-3"], None)})
     assert stat.S_IMODE((tmp_path / "converged.json").stat().st_mode) == 0o600
     again = Stamps(tmp_path)
     # A rerun asks each host the request recorded for it; a host without a stamp is asked nothing.
     assert again.requests(["etcd-1", "etcd-2", "etcd-3"]) == {h: requests[h] for h in ("etcd-1", "etcd-2")}
     found = {"etcd-1": "a" * 64, "etcd-2": "c" * 64, "etcd-3": "d" * 64}
-    assert again.unchanged(plan, tmp_path, PHASES, found) == {"etcd-1"}
+    assert again.unchanged(plan, PHASES, found) == {"etcd-1"}
     # Other phases, or an unreadable host, mean the roles run.
-    assert again.unchanged(plan, tmp_path, PHASES + ["runtime"], found) == set()
-    assert again.unchanged(plan, tmp_path, PHASES, {"etcd-1": None}) == set()
+    assert again.unchanged(plan, PHASES + ["runtime"], found) == set()
+    assert again.unchanged(plan, PHASES, {"etcd-1": None}) == set()
     again.forget(["etcd-1"])
-    assert Stamps(tmp_path).unchanged(plan, tmp_path, PHASES, found) == set()
+    assert Stamps(tmp_path).unchanged(plan, PHASES, found) == set()
 
 
 def _fingerprint(request):

@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from hardened_cluster import artifacts
-from hardened_cluster.deliver import ROLES_DIR, host_vars, write_inventory
+from hardened_cluster.deliver import ROLES_DIR, write_inventory
 from hardened_cluster.plan import REPO_ROOT, HostFacts, render_plan
+from hardened_cluster.role_vars import host_vars
 from hardened_cluster.secrets import resolve_secrets
 from hardened_cluster.spec import load_spec
 

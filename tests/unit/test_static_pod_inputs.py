@@ -8,8 +8,8 @@ import yaml
 from test_render import render
 
 from hardened_cluster import kubeadm
-from hardened_cluster.deliver import host_vars
 from hardened_cluster.plan import CONTROL_PLANE_CONFIG
+from hardened_cluster.role_vars import host_vars
 
 
 def _digest(plan, node: str, replaced: dict[str, str] | None = None) -> str:
