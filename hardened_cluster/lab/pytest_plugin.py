@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hardened_cluster.lab_cli import spec_nodes
-
+from .from_spec import spec_nodes
 from .lab import Lab
 from .model import LabNode
 
