@@ -68,6 +68,13 @@ def test_hosts_phase_applies_cleanly_with_ssh_on_another_port(moved, state):
         assert "dport 22 " not in table
 
 
+def test_rerun_finds_every_host_unchanged_over_the_moved_port(moved, state):
+    _, loaded, _ = moved
+    result, _ = converge(loaded, check=False, phases=["hosts"], state=state)
+    assert result.succeeded and {h: r.unchanged for h, r in result.hosts.items()} == {
+        n.name: True for n in loaded.spec.nodes}
+
+
 def test_guard_refuses_a_ruleset_that_drops_the_controllers_ssh(moved, state):
     lab, loaded, directory = moved
     node = loaded.spec.nodes[0].name
