@@ -3,7 +3,7 @@ from pathlib import Path
 
 import yaml
 
-from hardened_cluster.deliver import host_vars
+from hardened_cluster.role_vars import host_vars
 from hardened_cluster.plan import HostFacts, render_plan
 from hardened_cluster.secrets import resolve_secrets
 from hardened_cluster.spec import load_spec
