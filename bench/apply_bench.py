@@ -25,7 +25,8 @@ import yaml
 
 from hardened_cluster.core import converge
 from hardened_cluster.lab import Lab
-from hardened_cluster.lab_cli import spec_nodes, start
+from hardened_cluster.lab.from_spec import spec_nodes
+from hardened_cluster.lab_cli import start
 from hardened_cluster.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,11 +20,11 @@ from typing import Literal
 
 import yaml
 
-from hardened_cluster import bundle
-from hardened_cluster.plan import REPO_ROOT, SANDBOX_HANDLERS, HostPlan, Plan
+from hardened_cluster import bundle, resources
+from hardened_cluster.plan import SANDBOX_HANDLERS, HostPlan, Plan
 from hardened_cluster.spec import Spec
 
-MANIFEST = REPO_ROOT / "artifacts" / "manifest.yaml"
+MANIFEST = resources.ARTIFACTS / "manifest.yaml"
 ARCHES = ("amd64", "arm64")
 # The kernel's name for each architecture: gVisor's release paths use it.
 MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}

@@ -24,10 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hardened_cluster import oci
-from hardened_cluster.plan import REPO_ROOT
+from hardened_cluster import oci, resources
 
-BUILD_ROOT = REPO_ROOT / "artifacts" / "build"
+BUILD_ROOT = resources.ARTIFACTS / "build"
 BUNDLE_MANIFEST = "bundle.json"
 BUNDLE_SCHEMA = 1
 DEFAULT_KUBERNETES = "1.35.4"
@@ -178,13 +177,13 @@ def _go(args: list[str] | tuple[str, ...], cwd: Path, timeout: float = GO_TIMEOU
                             text=True, timeout=timeout, check=False)
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-15:])
-        where = cwd.relative_to(REPO_ROOT) if cwd.is_relative_to(REPO_ROOT) else cwd
+        where = cwd.relative_to(resources.ROOT) if cwd.is_relative_to(resources.ROOT) else cwd
         raise BundleError(f"go {' '.join(args[:2])} in {where} failed:\n{tail}")
     return result.stdout
 
 
 def go_version() -> str:
-    return _go(["env", "GOVERSION"], REPO_ROOT).strip()
+    return _go(["env", "GOVERSION"], resources.ROOT).strip()
 
 
 _REQUIRE = re.compile(r"^\s*(?:require\s+)?(\S+)\s+(v\S+)\s*(?://.*)?$")
@@ -198,7 +197,7 @@ def pinned_version(build_dir: Path, module: str) -> str:
         match = _REQUIRE.match(line)
         if match and match.group(1) == module:
             return match.group(2)
-    raise BundleError(f"{build_dir.relative_to(REPO_ROOT)}/go.mod does not require {module}")
+    raise BundleError(f"{build_dir.relative_to(resources.ROOT)}/go.mod does not require {module}")
 
 
 def _own_version() -> str:
@@ -270,7 +269,7 @@ class Builder:
     def binary(self, binary: GoBinary) -> tuple[Path, str, str]:
         """The cached binary (built when missing), its version and its source module@version."""
         if not (binary.build_dir / "go.mod").is_file():
-            raise BundleError(f"{binary.name}: no build module at {binary.build_dir.relative_to(REPO_ROOT)} "
+            raise BundleError(f"{binary.name}: no build module at {binary.build_dir.relative_to(resources.ROOT)} "
                               f"(Kubernetes {self.kubernetes} has none; add artifacts/build/{binary.build})")
         version = pinned_version(binary.build_dir, binary.module)
         date = _module_time(binary.build_dir, binary.module) if "{date}" in "".join(binary.ldflags) else ""

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from hardened_cluster import access
-from hardened_cluster.deliver import REPO_ROOT, delivered_digest
+from hardened_cluster import access, resources
+from hardened_cluster.deliver import delivered_digest
 from hardened_cluster.errors import DeliveryError
 from hardened_cluster.plan import Plan
 from hardened_cluster.preflight import Command, ssh_run
@@ -149,7 +149,7 @@ def _objects_commands(plan: Plan) -> list[list[str]]:
 
 def _os_hardening_paths() -> list[str]:
     """The paths whose permissions and setuid bits os_hardening enforces, from the role's defaults."""
-    defaults = yaml.safe_load((REPO_ROOT / "roles" / "os_hardening" / "defaults" / "main.yml").read_text())
+    defaults = yaml.safe_load((resources.ROLES / "os_hardening" / "defaults" / "main.yml").read_text())
     return [p["path"] for p in defaults["os_hardening_sensitive_paths"]] + defaults["os_hardening_setuid_remove"]
 
 
@@ -190,10 +190,10 @@ def _code_digest() -> str:
     """The roles and playbooks: new hardening code means every host is converged again."""
     digest = hashlib.sha256()
     for top in ("roles", "playbooks", "ansible.cfg"):
-        base = REPO_ROOT / top
+        base = resources.ROOT / top
         paths = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
         for path in paths:
-            digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
+            digest.update(str(path.relative_to(resources.ROOT)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 

@@ -18,14 +18,14 @@ import yaml
 from pydantic import BaseModel
 
 from hardened_cluster.kube_bench import HostBench
-from hardened_cluster.plan import REPO_ROOT, Plan
+from hardened_cluster import resources
+from hardened_cluster.plan import Plan
 from hardened_cluster.private import private_dir, private_tree
 from hardened_cluster.role_vars import CONNECTION, host_vars, role_vars
 from hardened_cluster.secrets import write_private
 from hardened_cluster.spec import LoadedSpec, Node, SecretRef
 
-PLAYBOOK = REPO_ROOT / "playbooks" / "site.yml"
-ROLES_DIR = REPO_ROOT / "roles"
+PLAYBOOK = resources.PLAYBOOKS / "site.yml"
 
 # Phases in order; each names the roles it runs. Kubernetes needs kubeadm/kubelet binaries.
 PHASES: dict[str, list[str]] = {
@@ -236,7 +236,7 @@ def _environment(state: Path, forks: int) -> dict[str, str]:
     venv_bin = str(Path(sys.executable).parent)
     return {
         "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "ANSIBLE_ROLES_PATH": str(ROLES_DIR),
+        "ANSIBLE_ROLES_PATH": str(resources.ROLES),
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_SSH_ARGS": _ssh_args(state),
         "ANSIBLE_PIPELINING": "True",
@@ -247,7 +247,7 @@ def _environment(state: Path, forks: int) -> dict[str, str]:
         "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
         "ANSIBLE_TIMEOUT": "20",
-        "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+        "ANSIBLE_CONFIG": str(resources.ANSIBLE_CFG),
     }
 
 

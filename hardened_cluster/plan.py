@@ -21,13 +21,11 @@ import jinja2.nodes
 import pydantic
 import yaml
 
-from hardened_cluster import firewall, kubeadm, sysctl
+from hardened_cluster import bundle, firewall, kubeadm, resources, sysctl
 from hardened_cluster.private import private_dir
 from hardened_cluster.secrets import ClusterSecrets
 from hardened_cluster.spec import LoadedSpec, Node, Spec
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES_DIR = REPO_ROOT / "templates"
 
 # Kubernetes version -> the CRI/kubeadm API versions its config files use.
 KUBEADM_API = "kubeadm.k8s.io/v1beta4"
@@ -40,6 +38,8 @@ class HostFacts:
     """What preflight found on a host that changes what is rendered for it."""
 
     kata_capable: bool = True
+    # Where the controller's SSH session comes from, as the host sees it (preflight; None when not asked).
+    controller_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,8 @@ class Plan:
     loaded: LoadedSpec
     hosts: dict[str, HostPlan]
     manifests: dict[str, PlannedFile]
+    # What preflight found per host (empty for a plan rendered without contacting hosts).
+    facts: dict[str, HostFacts] = field(default_factory=dict)
 
     @property
     def spec(self) -> Spec:
@@ -299,7 +301,7 @@ def _yaml_filter(value) -> str:
 
 def make_environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        loader=jinja2.FileSystemLoader(resources.TEMPLATES),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -311,8 +313,6 @@ def make_environment() -> jinja2.Environment:
     env.filters["sha256"] = lambda v: hashlib.sha256(str(v).encode()).hexdigest()
     env.filters.update(kubeadm.TEMPLATE_FILTERS)
     env.globals.update(kubeadm.TEMPLATE_GLOBALS)
-    from hardened_cluster import bundle  # it builds on this module's REPO_ROOT
-
     env.globals["KUBE_ROUTER_IMAGE"] = bundle.kube_router_image()
     env.globals["NAMESPACE_BASELINE_IMAGE"] = bundle.namespace_baseline_image()
     return env
@@ -443,4 +443,4 @@ def render_plan(
         if when(ctx):
             content = env.get_template(_template_name(path)).render({"spec": ctx.spec, "ctx": ctx})
             manifests[path] = PlannedFile(path, content, "0644", "cluster_objects")
-    return Plan(loaded, hosts, manifests)
+    return Plan(loaded, hosts, manifests, ctx.facts)

@@ -17,6 +17,9 @@ from hardened_cluster.spec import LoadedSpec, Node
 
 # /dev/kvm alone is not enough for Kata: its VMs talk to the agent over vhost-vsock.
 KATA_PROBE = "test -c /dev/kvm && test -c /dev/vhost-vsock && echo kata-capable || echo no-kvm"
+# The address the host sees this session come from (after any NAT): what its firewall must keep admitting.
+CONTROLLER_PROBE = 'echo "${SSH_CONNECTION%% *}"'
+FACTS_PROBE = f"{KATA_PROBE}; {CONTROLLER_PROBE}"
 
 
 class Command(NamedTuple):
@@ -105,13 +108,15 @@ def ssh_run(loaded: LoadedSpec, node: Node, command: str | Command, timeout: flo
 def _probe(loaded: LoadedSpec, node: Node, command: Command | None) -> tuple[HostFacts, tuple[int, str, str] | None]:
     client = connect(loaded, node)
     try:
-        # One round trip: the probe's single line first, then whatever the extra command prints.
-        probe = Command(f"{KATA_PROBE}; {command.line}", command.stdin) if command else Command(KATA_PROBE)
+        # One round trip: the probe's two lines first, then whatever the extra command prints.
+        probe = Command(f"{FACTS_PROBE}; {command.line}", command.stdin) if command else Command(FACTS_PROBE)
         rc, out, err = _run(client, probe, 60.0)
     finally:
         client.close()
-    answer, _, rest = out.partition("\n")
-    return HostFacts(kata_capable=answer.strip() == "kata-capable"), (rc, rest, err) if command else None
+    kata, _, rest = out.partition("\n")
+    controller, _, rest = rest.partition("\n")
+    facts = HostFacts(kata_capable=kata.strip() == "kata-capable", controller_address=controller.strip() or None)
+    return facts, (rc, rest, err) if command else None
 
 
 def preflight_with(

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hardened_cluster import access, artifacts, kube_bench, kubeadm
-from hardened_cluster.plan import CONTROL_PLANE_CONFIG, SANDBOX_HANDLERS, HostPlan, Plan, etcd_endpoints
+from hardened_cluster.plan import CONTROL_PLANE_CONFIG, SANDBOX_HANDLERS, HostFacts, HostPlan, Plan, etcd_endpoints
 from hardened_cluster.spec import Node
 
 CONNECTION = "connection"
@@ -59,6 +59,12 @@ def role_vars(plan: Plan, node: Node, plan_dir: Path, roles: Iterable[str] | Non
             "access_admin_key": access.admin_public_key(spec) or "",
             "access_authorized_keys": access.authorized_keys(spec, node),
         }
+    if want("firewall"):
+        # The lockout guard: the planned ruleset must admit this port from where the controller's session comes.
+        out["firewall"] = {"firewall_ssh_port": spec.ssh_port(node)}
+        controller = plan.facts.get(node.name, HostFacts()).controller_address
+        if controller:
+            out["firewall"]["firewall_controller_address"] = controller
     if want("etcd") and "etcd" in node.roles:
         snap = spec.etcd.snapshot
         out["etcd"] = {

@@ -10,6 +10,8 @@ pytest_plugins = ["hardened_cluster.lab.pytest_plugin"]
 
 REPO = Path(__file__).resolve().parents[1]
 TEARDOWN_MODULE = "test_lab_teardown.py"
+# Modules that run a lab of their own (same instance, other nodes): before the session's lab starts.
+OWN_LAB_MODULES = {"test_firewall_ssh_port.py"}
 # Recreates etcd from empty to start from Debian's 3.4: after every other cluster test.
 AFTER_CLUSTER_MODULES = {"test_bundle_etcd.py"}
 
@@ -24,6 +26,8 @@ def spec_path() -> Path:
 def _lab_order(item: pytest.Item) -> int:
     # The lab's own tests need nodes that nothing has hardened yet; the teardown tests take the
     # shared lab down, so they come after every other test.
+    if item.path.name in OWN_LAB_MODULES:
+        return -1
     if item.path.name == TEARDOWN_MODULE:
         return 3
     if item.path.name in AFTER_CLUSTER_MODULES:

@@ -65,9 +65,9 @@ def _processes_in_netns(inodes: set[int]) -> set[int]:
     return found
 
 
-def _ssh_ready(address: str) -> bool:
+def _ssh_ready(node: LabNode) -> bool:
     try:
-        with socket.create_connection((address, 22), timeout=1) as conn:
+        with socket.create_connection((node.address, node.ssh_port), timeout=1) as conn:
             conn.settimeout(2)
             return conn.recv(8).startswith(b"SSH-")
     except OSError:
@@ -148,7 +148,8 @@ class Lab:
         _require_root()
         validate_nodes(nodes)
         running = self._running()
-        if {(n.name, n.address) for n in nodes} == {(e["name"], e["address"]) for e in running.values()} and all(
+        wanted = {(n.name, n.address, n.ssh_port) for n in nodes}
+        if wanted == {(e["name"], e["address"], e.get("ssh_port", 22)) for e in running.values()} and all(
             lab_node.alive(e["pid"], e["start"]) for e in running.values()
         ):
             return {name: e["host_key"] for name, e in running.items()}
@@ -184,6 +185,7 @@ class Lab:
                 {
                     "name": n.name,
                     "address": n.address,
+                    "ssh_port": n.ssh_port,
                     "pid": pid,
                     "start": lab_node.start_time(pid),
                     "host_key": lab_node.host_key(self._node_dirs(n.name)),
@@ -225,7 +227,7 @@ class Lab:
                 if states[name] not in ("running", "degraded"):
                     failed = ", ".join(lab_node.failed_units(entry["pid"])) or "none"
                     raise LabError(f"lab node {name} booted into state {states[name]} (failed units: {failed})")
-                if _ssh_ready(n.address):
+                if _ssh_ready(n):
                     del pending[name]
             if pending and time.monotonic() > deadline:
                 detail = ", ".join(f"{name}: {states[name]}" for name in pending)
@@ -322,7 +324,8 @@ class Lab:
         return result
 
     def write_known_hosts(self, path: Path, keys: dict[str, str], nodes: list[LabNode]) -> None:
-        lines = [f"{n.address},{n.name} {keys[n.name]}\n" for n in nodes]
+        lines = [",".join(h if n.ssh_port == 22 else f"[{h}]:{n.ssh_port}" for h in (n.address, n.name))
+                 + f" {keys[n.name]}\n" for n in nodes]
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(lines))

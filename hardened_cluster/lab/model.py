@@ -55,6 +55,8 @@ class LabError(Exception):
 class LabNode:
     name: str
     address: str
+    # Where the node's sshd listens, as on a host whose spec says `ssh.port`.
+    ssh_port: int = 22
 
 
 def netns_name(node: str) -> str:

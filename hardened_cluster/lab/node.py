@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -73,6 +74,15 @@ def _seed(image: Path, upper: Path, rel: str, data: str, mode: int, owner: tuple
     path.chmod(mode)
 
 
+def _sshd_config(image: Path, port: int) -> str:
+    """The image's sshd_config listening on `port` instead of 22, as an operator's host would be set up."""
+    text = (image / "etc/ssh/sshd_config").read_text()
+    changed, count = re.subn(r"(?m)^#?Port 22$", f"Port {port}", text, count=1)
+    if not count:
+        raise LabError(f"{image}/etc/ssh/sshd_config has no 'Port 22' line to change to port {port}")
+    return changed
+
+
 def prepare(image: Path, dirs: NodeDirs, node: LabNode, all_nodes: list[LabNode], admin_pub: str) -> subprocess.Popen:
     """Create the node's state and files; return the running ssh-keygen that makes its host key."""
     for d in (dirs.upper, dirs.work, dirs.root, dirs.containerd):
@@ -87,6 +97,8 @@ def prepare(image: Path, dirs: NodeDirs, node: LabNode, all_nodes: list[LabNode]
     _seed(image, dirs.upper, "etc/resolv.conf", f"nameserver {CONTROLLER_ADDRESS}\n", 0o644)
     admin = _passwd_ids(image, ADMIN_USER)
     _seed(image, dirs.upper, f"home/{ADMIN_USER}/.ssh/authorized_keys", admin_pub, 0o600, admin)
+    if node.ssh_port != 22:
+        _seed(image, dirs.upper, "etc/ssh/sshd_config", _sshd_config(image, node.ssh_port), 0o644)
     key = _upper_dir(image, dirs.upper, Path("etc/ssh")) / "ssh_host_ed25519_key"
     argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{node.name}", "-f", str(key)]
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

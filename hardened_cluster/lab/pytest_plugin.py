@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from hardened_cluster.lab_cli import spec_nodes
+from hardened_cluster import resources
 
+from .from_spec import spec_nodes
 from .lab import Lab
 from .model import LabNode
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SPEC = REPO_ROOT / "inventories/lab/cluster.yaml"
+# In a checkout: the repository's lab spec.
+DEFAULT_SPEC = resources.ROOT / "inventories/lab/cluster.yaml"
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 

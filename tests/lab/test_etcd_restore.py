@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from hardened_cluster.core import converge
-from hardened_cluster.deliver import REPO_ROOT, _environment
+from hardened_cluster import resources
+from hardened_cluster.deliver import _environment
 
 pytestmark = pytest.mark.lab
 
@@ -54,7 +55,7 @@ def test_restore_brings_every_member_back_to_the_snapshot(applied, lab, lab_spec
 
     run = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(lab_state / "inventory.yml"),
-         str(REPO_ROOT / "playbooks" / "etcd-restore.yml"), "-e", f"etcd_restore_snapshot={snapshot.rsplit('/', 1)[1]}"],
+         str(resources.PLAYBOOKS / "etcd-restore.yml"), "-e", f"etcd_restore_snapshot={snapshot.rsplit('/', 1)[1]}"],
         env=_environment(lab_state, 5), capture_output=True, text=True, timeout=600, check=False)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]

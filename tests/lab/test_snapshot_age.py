@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from hardened_cluster.core import converge
-from hardened_cluster.deliver import REPO_ROOT, _environment
+from hardened_cluster import resources
+from hardened_cluster.deliver import _environment
 
 pytestmark = pytest.mark.lab
 
@@ -60,7 +61,7 @@ cd /var/backups/etcd && sha256sum {name} > {name}.sha256""")
 
     run = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(lab_state / "inventory.yml"),
-         str(REPO_ROOT / "playbooks" / "etcd-restore.yml"), "-e", f"etcd_restore_snapshot={name}"],
+         str(resources.PLAYBOOKS / "etcd-restore.yml"), "-e", f"etcd_restore_snapshot={name}"],
         env=_environment(lab_state, 5), capture_output=True, text=True, timeout=300, check=False)
     out = run.stdout + run.stderr
     assert run.returncode != 0, out

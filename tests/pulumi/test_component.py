@@ -253,10 +253,10 @@ def test_every_kind_of_change_moves_the_tier_inputs_and_the_rerun_key_alike(pulu
 def test_a_changed_template_changes_only_its_tiers_inputs(pulumi_mocks, sample_doc, fixed_secrets, monkeypatch, tmp_path):
     before = _inputs_and_rerun_keys(pulumi_mocks, fixed_secrets, "before", sample_doc)
     templates = tmp_path / "templates"
-    shutil.copytree(plan_module.TEMPLATES_DIR, templates)
+    shutil.copytree(plan_module.resources.TEMPLATES, templates)
     sshd = templates / "etc/ssh/sshd_config.d/10-hardened-cluster.conf.j2"
     sshd.write_text(sshd.read_text() + "Banner none\n")
-    monkeypatch.setattr(plan_module, "TEMPLATES_DIR", templates)
+    monkeypatch.setattr(plan_module.resources, "TEMPLATES", templates)
     after = _inputs_and_rerun_keys(pulumi_mocks, fixed_secrets, "after", sample_doc)
 
     assert _moved(before[0], after[0]) == _moved(before[1], after[1]) == {("hosts", h) for h in ALL_NODES}

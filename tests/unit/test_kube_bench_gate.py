@@ -107,7 +107,7 @@ def test_the_benchmark_is_the_mapping_of_the_newest_minor_at_or_below_the_cluste
 
 
 def test_the_benchmark_phase_needs_the_bundle():
-    sample = load_spec(kube_bench.bundle.REPO_ROOT / "inventories" / "sample" / "cluster.yaml").spec
+    sample = load_spec(kube_bench.bundle.resources.ROOT / "inventories" / "sample" / "cluster.yaml").spec
     assert sample.runtimes.artifacts == "release"
     phases, skipped = select_phases(sample, None)
     assert "kubernetes" in phases and "benchmark" not in phases

@@ -13,8 +13,10 @@ import pytest
 import yaml
 
 from hardened_cluster import artifacts
-from hardened_cluster.deliver import ROLES_DIR, write_inventory
-from hardened_cluster.plan import REPO_ROOT, HostFacts, render_plan
+from hardened_cluster.deliver import write_inventory
+from hardened_cluster.plan import HostFacts, render_plan
+from hardened_cluster.resources import ANSIBLE_CFG, PLAYBOOKS, ROOT
+from hardened_cluster.resources import ROLES as ROLES_DIR
 from hardened_cluster.role_vars import host_vars
 from hardened_cluster.secrets import resolve_secrets
 from hardened_cluster.spec import load_spec
@@ -53,7 +55,7 @@ def _command(role: str, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
-    loaded = load_spec(REPO_ROOT / "inventories" / "sample" / "cluster.yaml")
+    loaded = load_spec(ROOT / "inventories" / "sample" / "cluster.yaml")
     state = tmp_path_factory.mktemp("state")
     return loaded, state, render_plan(loaded, resolve_secrets(loaded, state))
 
@@ -121,12 +123,12 @@ def test_the_admin_kubeconfig_is_fetched_with_no_log():
 def test_reset_runs_only_when_asked_for(sample, tmp_path):
     _, _, plan = sample
     inventory = write_inventory(plan, tmp_path)
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROLES_DIR), "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROLES_DIR), "ANSIBLE_CONFIG": str(ANSIBLE_CFG),
            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
 
     def listed(tags: str) -> str:
         argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "--list-tasks",
-                "--tags", tags, str(REPO_ROOT / "playbooks" / "site.yml")]
+                "--tags", tags, str(PLAYBOOKS / "site.yml")]
         done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 0, done.stderr
         return done.stdout
@@ -139,7 +141,7 @@ def test_reset_runs_only_when_asked_for(sample, tmp_path):
 
 
 def test_kata_handler_follows_the_preflight_facts(tmp_path):
-    loaded = load_spec(REPO_ROOT / "inventories" / "sample" / "cluster.yaml")
+    loaded = load_spec(ROOT / "inventories" / "sample" / "cluster.yaml")
     secrets = resolve_secrets(loaded, tmp_path)
     [kata_node] = loaded.spec.runtimes.kata.nodes
     with_kvm = render_plan(loaded, secrets, {kata_node: HostFacts(kata_capable=True)})

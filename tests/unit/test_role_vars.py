@@ -110,10 +110,10 @@ def test_every_kind_of_change_moves_the_rerun_key_of_the_hosts_it_reaches(sample
 
 def test_a_changed_template_moves_the_key_of_its_phase_only(sample, state, monkeypatch, tmp_path):
     templates = tmp_path / "templates"
-    shutil.copytree(plan_module.TEMPLATES_DIR, templates)
+    shutil.copytree(plan_module.resources.TEMPLATES, templates)
     crictl = templates / "etc/crictl.yaml.j2"
     crictl.write_text(crictl.read_text() + "debug: false\n")
-    monkeypatch.setattr(plan_module, "TEMPLATES_DIR", templates)
+    monkeypatch.setattr(plan_module.resources, "TEMPLATES", templates)
     changed = _render(state)
     for phase in PHASES:
         before, after = _keys(sample, phase), _keys(changed, phase)
