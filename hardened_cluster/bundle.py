@@ -217,6 +217,13 @@ def _module_time(build_dir: Path, module: str) -> str:
     return info.get("Time", "1970-01-01T00:00:00Z")
 
 
+def module_dir(binary: GoBinary) -> Path:
+    """Where the module cache holds the pinned `binary.module`, downloaded first if it is not there yet
+    (`go list -m` names no directory for a module not downloaded)."""
+    info = json.loads(_go(["mod", "download", "-json", binary.module], binary.build_dir))
+    return Path(info["Dir"])
+
+
 def _ldflags(binary: GoBinary, version: str, date: str) -> list[str]:
     plain = version.lstrip("v")
     major, minor = (plain.split(".") + ["0"])[:2]
@@ -300,8 +307,7 @@ class Builder:
     def _generated_copy(binary: GoBinary, version: str, stage: Path) -> Path:
         """The main package copied out of the read-only module cache into a module of its own (the build
         module's go.mod and go.sum), with upstream's generator run in it."""
-        module_dir = Path(_go(["list", "-m", "-f", "{{.Dir}}", binary.module], binary.build_dir).strip())
-        package_dir = module_dir / binary.package.removeprefix(binary.module).lstrip("/")
+        package_dir = module_dir(binary) / binary.package.removeprefix(binary.module).lstrip("/")
         shutil.rmtree(stage, ignore_errors=True)
         shutil.copytree(package_dir, stage)
         for name in ("go.mod", "go.sum"):

@@ -74,6 +74,20 @@ def test_kubernetes_provider_plugin_serves_its_generated_schema(bundle, tmp_path
     assert plugin.source == f"github.com/pulumi/pulumi-kubernetes/provider/v4@{plugin.version}"
 
 
+def test_a_generated_main_package_is_found_in_an_empty_module_cache(bundle, tmp_path, monkeypatch):
+    """On a new machine the module of a binary with a generate step is not downloaded yet when its main
+    package is copied out; it is fetched first (here from the shared download cache as a file proxy, so
+    the module cache is empty but nothing comes from the network)."""
+    [plugin] = [b for b in bundles.binaries(bundle.kubernetes) if b.generate]
+    shared = Path(bundles.go_env()["GOMODCACHE"]) / "cache" / "download"
+    empty = {"GOMODCACHE": str(tmp_path / "mod"), "GOPROXY": f"file://{shared}", "GOSUMDB": "off"}
+    monkeypatch.setattr(bundles, "go_env", lambda real=bundles.go_env: {**real(), **empty})
+    package = bundles.module_dir(plugin) / plugin.package.removeprefix(plugin.module).lstrip("/")
+    assert package.is_relative_to(tmp_path / "mod")
+    assert (package / "main.go").is_file() and (package / "generate.go").is_file()
+    subprocess.run(["chmod", "-R", "u+w", str(tmp_path / "mod")], check=True)  # the cache is read-only
+
+
 def test_archives_hold_the_tools_as_upstream_releases_do(bundle):
     with tarfile.open(bundle.path("crictl")) as tar:
         assert tar.getnames() == ["./crictl"]
