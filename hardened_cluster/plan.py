@@ -23,6 +23,7 @@ import yaml
 
 from hardened_cluster import firewall, kubeadm
 from hardened_cluster.private import private_dir
+from hardened_cluster.pki import ClusterPKI
 from hardened_cluster.secrets import ClusterSecrets
 from hardened_cluster.spec import LoadedSpec, Node, Spec
 
@@ -70,6 +71,7 @@ class Plan:
     loaded: LoadedSpec
     hosts: dict[str, HostPlan]
     manifests: dict[str, PlannedFile]
+    pki: ClusterPKI = field(repr=False)  # the state store the files were rendered from
 
     @property
     def spec(self) -> Spec:
@@ -443,4 +445,4 @@ def render_plan(
         if when(ctx):
             content = env.get_template(_template_name(path)).render({"spec": ctx.spec, "ctx": ctx})
             manifests[path] = PlannedFile(path, content, "0644", "cluster_objects")
-    return Plan(loaded, hosts, manifests)
+    return Plan(loaded, hosts, manifests, secrets.pki)
