@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from hardened_cluster.errors import DeliveryError
 from hardened_cluster.pki import RENEW_BEFORE, ClusterPKI
 from hardened_cluster.plan import HostPlan, Plan
-from hardened_cluster.preflight import Command, ssh_run
+from hardened_cluster.preflight import Command, require_key_file, ssh_run
 
 # kubeadm's certificates and kubeconfigs, the kubelet's: its -current links name the pairs in use (rotated
 # files stay behind beside them and are not listed).
@@ -260,6 +260,7 @@ def _ask(plan: Plan, host: HostPlan, now: datetime) -> HostCerts:
 
 def list_certificates(plan: Plan, *, now: datetime | None = None) -> CertReport:
     """The state store's certificates and every node's (over SSH, in parallel), with their findings."""
+    require_key_file(plan.loaded)
     now = _now(now)
     hosts = list(plan.hosts.values())
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(hosts)))) as pool:

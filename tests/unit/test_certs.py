@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from hardened_cluster import certs, cis
+from hardened_cluster.errors import DeliveryError
 from hardened_cluster.pki import CA_VALIDITY, RENEW_BEFORE, CertKey, Member, ensure_pki
 from hardened_cluster.plan import HostPlan, Plan, render_plan
 from hardened_cluster.secrets import resolve_secrets
@@ -238,3 +239,11 @@ def test_check_warns_for_state_store_certificates_expiring_within_renew_before(t
 
 def test_check_has_no_certificate_warning_for_a_fresh_store(plan):
     assert [f for f in cis.check_plan(plan) if f.id.startswith("PKI.")] == []
+
+
+def test_without_the_ssh_key_no_host_is_contacted(plan, tmp_path):
+    spec = plan.spec
+    spec = spec.model_copy(update={"ssh": spec.ssh.model_copy(update={"private_key_file": tmp_path / "absent"})})
+    keyless = dataclasses.replace(plan, loaded=plan.loaded.model_copy(update={"spec": spec}))
+    with pytest.raises(DeliveryError, match=f"^ssh.private_key_file: {tmp_path}/absent does not exist$"):
+        certs.list_certificates(keyless)
