@@ -25,7 +25,8 @@ from typing import Any, Literal
 import yaml
 
 from hardened_cluster import kubeadm
-from hardened_cluster.pki import PKIError, fingerprint
+from hardened_cluster.certs import store_certificates
+from hardened_cluster.pki import RENEW_BEFORE, PKIError, fingerprint
 from hardened_cluster.plan import HostPlan, PlannedFile, Plan
 
 Status = Literal["PASS", "FAIL", "NOT-DECIDABLE", "WARN"]
@@ -209,9 +210,17 @@ def lab_exception_findings(spec) -> list[Finding]:
             for key, (title, detail) in LAB_EXCEPTIONS.items() if getattr(spec.lab_exceptions, key)]
 
 
+def certificate_findings(plan: Plan) -> list[Finding]:
+    """A WARN for each certificate in the state store that expires within pki.RENEW_BEFORE. That
+    matters for the CAs, which are never replaced on their own (ensure_pki reissues the leaves)."""
+    return [Finding(f"PKI.{c.path}", f"Certificate {c.path} in the state store expires within "
+                    f"{RENEW_BEFORE.days} days", "WARN", None, f"{c.subject}: {'; '.join(c.problems)}")
+            for c in store_certificates(plan.pki) if c.problems]
+
+
 def check_plan(plan: Plan) -> list[Finding]:
     """Every control for every host it applies to, in spec node order and benchmark order."""
-    return _Check(plan).run() + lab_exception_findings(plan.spec)
+    return _Check(plan).run() + lab_exception_findings(plan.spec) + certificate_findings(plan)
 
 
 class _Check:

@@ -77,6 +77,14 @@ def cmd_check(args) -> int:
     return EXIT_FINDINGS if counts.get("FAIL") else EXIT_OK
 
 
+def cmd_certs(args) -> int:
+    from hardened_cluster.certs import lines, list_certificates
+
+    report = list_certificates(_plan(load_spec(args.spec)))
+    print(report.to_json() if args.json else "\n".join(lines(report)))
+    return EXIT_FINDINGS if report.findings() else EXIT_OK
+
+
 def _print_result(result, report: Path) -> None:
     from hardened_cluster.deliver import PHASES
 
@@ -179,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--full", action="store_true",
                        help="run the roles on every host, also those unchanged since their last successful apply")
         p.set_defaults(func=func)
+    p = sub.add_parser("certs", help="every certificate of the cluster (state store and nodes) with its expiry; "
+                                     "exit 1 when one is due for renewal or a node holds a stale copy")
+    _spec_arg(p)
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.set_defaults(func=cmd_certs)
     p = sub.add_parser("artifacts", help="the pinned binaries the Kubernetes phases install")
     art_sub = p.add_subparsers(dest="artifacts_command", required=True, parser_class=Parser)
     pin_parser = art_sub.add_parser("pin", help="print manifest pins for a Kubernetes version (needs the internet)")

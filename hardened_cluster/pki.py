@@ -80,6 +80,16 @@ class ClusterPKI:
     service_account: CertKey  # cert_pem is the public key (sa.pub), key_pem the private key (sa.key)
     notes: list[str]
 
+    def certificates(self) -> dict[str, str]:
+        """Every certificate (not sa.pub, a bare key) by its path in the PKI directory."""
+        out = {"etcd/ca.crt": self.etcd_ca.cert_pem, "ca.crt": self.kubernetes_ca.cert_pem,
+               "front-proxy-ca.crt": self.front_proxy_ca.cert_pem}
+        for kind, certs in (("server", self.etcd_server), ("peer", self.etcd_peer)):
+            out |= {f"etcd/{name}/{kind}.crt": pair.cert_pem for name, pair in certs.items()}
+        out["etcd/healthcheck-client.crt"] = self.etcd_healthcheck_client.cert_pem
+        out["apiserver-etcd-client.crt"] = self.apiserver_etcd_client.cert_pem
+        return out
+
 
 class PKIError(Exception):
     """Invalid input or PKI files that must not be replaced automatically."""

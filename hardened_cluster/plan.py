@@ -23,6 +23,7 @@ import yaml
 
 from hardened_cluster import bundle, firewall, kubeadm, resources, sysctl
 from hardened_cluster.private import private_dir
+from hardened_cluster.pki import ClusterPKI
 from hardened_cluster.secrets import ClusterSecrets
 from hardened_cluster.spec import LoadedSpec, Node, Spec
 
@@ -74,6 +75,7 @@ class Plan:
     loaded: LoadedSpec
     hosts: dict[str, HostPlan]
     manifests: dict[str, PlannedFile]
+    pki: ClusterPKI = field(repr=False)  # the state store the files were rendered from
     # What preflight found per host (empty for a plan rendered without contacting hosts).
     facts: dict[str, HostFacts] = field(default_factory=dict)
 
@@ -443,4 +445,4 @@ def render_plan(
         if when(ctx):
             content = env.get_template(_template_name(path)).render({"spec": ctx.spec, "ctx": ctx})
             manifests[path] = PlannedFile(path, content, "0644", "cluster_objects")
-    return Plan(loaded, hosts, manifests, ctx.facts)
+    return Plan(loaded, hosts, manifests, secrets.pki, ctx.facts)

@@ -119,6 +119,13 @@ def _probe(loaded: LoadedSpec, node: Node, command: Command | None) -> tuple[Hos
     return facts, (rc, rest, err) if command else None
 
 
+def require_key_file(loaded: LoadedSpec) -> None:
+    """Raises DeliveryError, before any host is contacted, when the SSH key is not there."""
+    key_file = loaded.spec.ssh.private_key_file.expanduser()
+    if not key_file.is_file():
+        raise DeliveryError(f"ssh.private_key_file: {key_file} does not exist")
+
+
 def preflight_with(
     loaded: LoadedSpec, hosts: list[str] | None, commands: dict[str, Command]
 ) -> tuple[dict[str, HostFacts], dict[str, tuple[int, str, str]]]:
@@ -126,9 +133,7 @@ def preflight_with(
 
     Raises DeliveryError naming the first host that fails.
     """
-    key_file = loaded.spec.ssh.private_key_file.expanduser()
-    if not key_file.is_file():
-        raise DeliveryError(f"ssh.private_key_file: {key_file} does not exist")
+    require_key_file(loaded)
     nodes = [n for n in loaded.spec.nodes if hosts is None or n.name in hosts]
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(nodes)))) as pool:
         results = list(pool.map(lambda n: _probe(loaded, n, commands.get(n.name)), nodes))

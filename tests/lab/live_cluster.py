@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import time
 
+from hardened_cluster.core import converge
+
 
 def kubectl(cluster, *args, input=None, check=True, timeout=120) -> subprocess.CompletedProcess:
     return subprocess.run([cluster["kubectl"], "--kubeconfig", str(cluster["kubeconfig"]), *args], input=input,
@@ -19,3 +21,11 @@ def wait_for(what, predicate, timeout=180, every=2.0):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(every)
+
+
+def apply(loaded, state, **options):
+    """converge() applying `options` (phases, hosts...); asserts it succeeded, showing the last progress lines."""
+    lines: list[str] = []
+    result, _ = converge(loaded, check=False, state=state, progress=lines.append, **options)
+    assert result.succeeded, ({h: r.errors for h, r in result.hosts.items() if r.errors}, lines[-40:])
+    return result

@@ -38,6 +38,7 @@ COMMANDS = {
     "check": [],
     "apply": ["--quiet"],
     "drift": ["--quiet"],
+    "certs": ["--json"],
 }
 
 GUARD = textwrap.dedent('''
