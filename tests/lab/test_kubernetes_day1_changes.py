@@ -24,6 +24,7 @@ import pytest
 from live_cluster import kubectl, wait_for
 from test_kubernetes_cluster import pod
 
+from hardened_cluster.artifacts import INSTALL
 from hardened_cluster.core import converge
 from hardened_cluster.spec import LoadedSpec, load_spec
 
@@ -31,10 +32,18 @@ pytestmark = pytest.mark.lab
 
 # Everything but the kube-bench gate, which has its own tests.
 PHASES = ["hosts", "etcd", "runtime", "kubernetes", "objects"]
-CRICTL = "/usr/local/bin/crictl"
+CRICTL = f"{INSTALL['crictl']}/crictl"
+KUBECTL = INSTALL["kubectl"]
 APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
 KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
 DIGEST_ANNOTATION = "hardened-cluster.io/start-inputs-sha256"
+# The running API server's container ID, again after its /readyz answers, then its command line.
+READ_APISERVER = (
+    f"id=$({CRICTL} ps --name '^kube-apiserver$' --state running -q) && [ -n \"$id\" ] && echo \"$id\" && "
+    f"{KUBECTL} --kubeconfig /etc/kubernetes/admin.conf get --raw /readyz >/dev/null && "
+    f"{CRICTL} ps --name '^kube-apiserver$' --state running -q && "
+    f"pid=$({CRICTL} inspect -o go-template --template '{{{{.info.pid}}}}' \"$id\") && cat /proc/$pid/cmdline"
+)
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +90,17 @@ def sh(lab, node, script, check=True) -> str:
 
 
 def apiserver(lab) -> tuple[str, dict[str, str]]:
-    """cp-1's running kube-apiserver: its container ID and the flags in its process's /proc cmdline."""
-    [container] = sh(lab, "cp-1", f"{CRICTL} ps --name '^kube-apiserver$' --state running -q").split()
-    pid = json.loads(sh(lab, "cp-1", f"{CRICTL} inspect {container}"))["info"]["pid"]
-    argv = lab.lab.exec("cp-1", ["cat", f"/proc/{pid}/cmdline"]).stdout.split(b"\0")
+    """cp-1's running kube-apiserver once it is ready: its container ID and the flags in its process's
+    /proc cmdline, read twice around a /readyz so both belong to one container that serves."""
+    def read():
+        result = lab.lab.exec("cp-1", ["sh", "-c", READ_APISERVER], check=False)
+        if result.returncode != 0:
+            return None
+        first, second, cmdline = result.stdout.split(b"\n", 2)
+        return (first.decode(), cmdline) if first == second else None
+
+    container, cmdline = wait_for("cp-1's kube-apiserver ready", read, timeout=240)
+    argv = cmdline.split(b"\0")
     assert argv[0].endswith(b"kube-apiserver"), argv[0]
     flags = dict(a.decode()[2:].partition("=")[::2] for a in argv[1:] if a.startswith(b"--"))
     return container, flags
@@ -176,35 +192,27 @@ def test_a_hand_edited_manifest_and_kubelet_config_are_reported_by_file_and_cis_
         cluster, lab, lab_spec, lab_state):
     before, flags = apiserver(lab)
     assert flags["profiling"] == "false"
-    sh(lab, "cp-1", f"sed -i 's/--profiling=false/--profiling=true/' {APISERVER_MANIFEST}")
-    sh(lab, "worker-1", f"sed -i 's/^readOnlyPort: 0$/readOnlyPort: 10255/' {KUBELET_CONFIG} && systemctl restart kubelet")
-    # Both edits take effect: the kubelet restarts the API server with profiling on, worker-1 serves
-    # the unauthenticated read-only port.
-    wait_for("the tampered API server", lambda: apiserver_or_none(lab, lambda f: f.get("profiling") == "true"),
-             timeout=240)
-    wait_for("the read-only port", lambda: _read_only_port_answers(lab, "worker-1"), timeout=120)
-    wait_for("the API server ready", lambda: kubectl(cluster, "get", "--raw", "/readyz", check=False).returncode == 0)
+    try:
+        sh(lab, "cp-1", f"sed -i 's/--profiling=false/--profiling=true/' {APISERVER_MANIFEST}")
+        sh(lab, "worker-1",
+           f"sed -i 's/^readOnlyPort: 0$/readOnlyPort: 10255/' {KUBELET_CONFIG} && systemctl restart kubelet")
+        # Both edits take effect: the kubelet restarts the API server with profiling on, worker-1 serves
+        # the unauthenticated read-only port.
+        wait_for("the tampered API server", lambda: apiserver(lab)[1].get("profiling") == "true", timeout=240)
+        wait_for("the read-only port", lambda: _read_only_port_answers(lab, "worker-1"), timeout=120)
 
-    found = drift(lab_spec, lab_state)
-    assert set(found) == {"cp-1", "worker-1"}, {h: [c.describe() for c in cs] for h, cs in found.items()}
-    cp = changed_items(found["cp-1"])
-    assert "1.1.1" in cp[APISERVER_MANIFEST] and "1.2." in cp[APISERVER_MANIFEST], cp
-    assert changed_items(found["worker-1"]).get(KUBELET_CONFIG) == "4.1.9, 4.1.10", found["worker-1"]
-
-    apply(lab_spec, lab_state)
+        found = drift(lab_spec, lab_state)
+        assert set(found) == {"cp-1", "worker-1"}, {h: [c.describe() for c in cs] for h, cs in found.items()}
+        cp = changed_items(found["cp-1"])
+        assert "1.1.1" in cp[APISERVER_MANIFEST] and "1.2." in cp[APISERVER_MANIFEST], cp
+        assert changed_items(found["worker-1"]).get(KUBELET_CONFIG) == "4.1.9, 4.1.10", found["worker-1"]
+    finally:
+        # Restored however the test ends, so a failure here does not fail the next tests too.
+        apply(lab_spec, lab_state)
     _, flags = apiserver(lab)
     assert flags["profiling"] == "false"
     assert not _read_only_port_answers(lab, "worker-1")
     assert_clean(lab_spec, lab_state)
-
-
-def apiserver_or_none(lab, predicate):
-    """cp-1's API server flags once `predicate` holds for them (None while it restarts or does not)."""
-    try:
-        _, flags = apiserver(lab)
-    except (ValueError, KeyError, AssertionError, json.JSONDecodeError):
-        return None
-    return flags if predicate(flags) else None
 
 
 def _runtime_class_admitted(cluster) -> tuple[bool, str]:
@@ -217,19 +225,20 @@ def test_a_deleted_network_policy_and_runtime_class_are_reported_and_restored(cl
     policies = kubectl(cluster, "-n", "apps", "get", "networkpolicy", "-o", "name").stdout.split()
     assert policies, "the apps namespace has its baseline policies"
     assert _runtime_class_admitted(cluster)[0]
-    kubectl(cluster, "-n", "apps", "delete", policies[0])
-    kubectl(cluster, "delete", "runtimeclass", "gvisor")
-    admitted, reason = _runtime_class_admitted(cluster)
-    assert not admitted and 'RuntimeClass "gvisor" not found' in reason, reason
+    try:
+        kubectl(cluster, "-n", "apps", "delete", policies[0])
+        kubectl(cluster, "delete", "runtimeclass", "gvisor")
+        admitted, reason = _runtime_class_admitted(cluster)
+        assert not admitted and 'RuntimeClass "gvisor" not found' in reason, reason
 
-    # The default drift, with the rerun fingerprint: nothing on any node changed, the API's objects did.
-    found = drift(lab_spec, lab_state)
-    assert set(found) == {"cp-1"}, {h: [c.describe() for c in cs] for h, cs in found.items()}
-    items = changed_items(found["cp-1"])
-    assert items.get("manifests/networkpolicies.yaml") == "5.3.2", items
-    assert "manifests/runtimeclass-gvisor.yaml" in items, items
-
-    apply(lab_spec, lab_state)
+        # The default drift, with the rerun fingerprint: nothing on any node changed, the API's objects did.
+        found = drift(lab_spec, lab_state)
+        assert set(found) == {"cp-1"}, {h: [c.describe() for c in cs] for h, cs in found.items()}
+        items = changed_items(found["cp-1"])
+        assert items.get("manifests/networkpolicies.yaml") == "5.3.2", items
+        assert "manifests/runtimeclass-gvisor.yaml" in items, items
+    finally:
+        apply(lab_spec, lab_state)
     assert kubectl(cluster, "-n", "apps", "get", "networkpolicy", "-o", "name").stdout.split() == policies
     assert _runtime_class_admitted(cluster)[0]
     assert_clean(lab_spec, lab_state)
