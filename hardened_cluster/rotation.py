@@ -225,7 +225,8 @@ def _rewrite(loaded: LoadedSpec, state: Path, rotation: KeyRotation, say: Callab
     member = spec.nodes_with("etcd")[0]
     for resource in [r for r in CHECKED if r in entry.rewritten]:
         where = f"/registry/{resource}/"
-        get = shlex.join([*etcdctl_argv(spec), "get", "--prefix", where, "-w", "json"])
+        get = shlex.join([*etcdctl_argv(spec), "--dial-timeout=20s", "--command-timeout=120s", "get", "--prefix",
+                          where, "-w", "json"])
         rc, out, err = ssh_run(loaded, member, "sudo -n sh -c " + shlex.quote(
             f"{get} | {shlex.join(['python3', '-c', _UNDER_PREFIX, prefix])}"), timeout=300)
         if rc != 0:

@@ -34,6 +34,8 @@ NAMESPACE = "default"
 SECRETS = [f"hc-rotation-{i}" for i in range(3)]
 CONFIGMAP = "hc-rotation-cm"
 ENCRYPTION_CONFIG = "/etc/kubernetes/encryption/encryption-config.yaml"
+# etcdctl's 2 s dial default timed out once on the shared 2-core machine.
+RAW = ETCDCTL + ["--dial-timeout=20s", "--command-timeout=60s"]
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +64,13 @@ def read_back(cluster, kind, name) -> str:
 
 
 def stored(lab, resource, name) -> bytes:
-    return lab.lab.exec("etcd-1", ETCDCTL + ["get", f"/registry/{resource}/{NAMESPACE}/{name}",
+    return lab.lab.exec("etcd-1", RAW + ["get", f"/registry/{resource}/{NAMESPACE}/{name}",
                                              "--print-value-only"]).stdout
 
 
 def stored_prefixes(lab, resource) -> dict[str, bytes]:
     """Every key under /registry/<resource>/ and how its value starts."""
-    out = lab.lab.exec("etcd-1", ETCDCTL + ["get", "--prefix", f"/registry/{resource}/", "-w", "json"]).stdout
+    out = lab.lab.exec("etcd-1", RAW + ["get", "--prefix", f"/registry/{resource}/", "-w", "json"]).stdout
     kvs = json.loads(out).get("kvs") or []
     return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"])[:64] for kv in kvs}
 
