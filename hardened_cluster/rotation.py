@@ -67,6 +67,7 @@ class RotationError(Exception):
 class StepReport:
     step: str
     seconds: float = 0.0
+    keys: list[str] = field(default_factory=list)  # the control planes' key list, the writing one first
     # add, write, remove: per control plane, what the converge changed (the API server's manifest
     # among them when it restarted) and the converge's own report.
     hosts: dict[str, list[str]] = field(default_factory=dict)
@@ -157,11 +158,12 @@ def rotate_encryption_key(
             rotation = replace(rotation, step=step)
             save_rotation(secrets_dir, rotation)
             number = f"step {names.index(step) + 1}/{len(names)} {step}"
-            say(f"{number}: {STEPS[step]}")
+            say(f"{number}: {STEPS[step]} (keys: {', '.join(rotation.key_names())})")
             begun = time.monotonic()
             entry = (_rewrite(loaded, state, rotation, say) if step == "rewrite"
                      else _converge(loaded, state, step, say, tasks))
             entry.seconds = round(time.monotonic() - begun, 2)
+            entry.keys = rotation.key_names()
             report.steps.append(entry)
             say(f"{number}: done in {entry.seconds}s")
         save_rotation(secrets_dir, replace(rotation, step="done"))

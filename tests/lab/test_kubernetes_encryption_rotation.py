@@ -108,6 +108,7 @@ def test_an_interrupted_rotation_resumes_and_leaves_every_object_under_the_new_k
     assert report["new_key"] == interrupted.new and report["old_keys"] == [old_key]
     steps = {s["step"]: s for s in report["steps"]}
     assert list(steps)[-2:] == ["rewrite", "remove"]
+    assert steps["rewrite"]["keys"] == [interrupted.new, old_key] and steps["remove"]["keys"] == [interrupted.new]
     assert steps["rewrite"]["rewritten"]["secrets"] >= len(SECRETS)
     assert steps["rewrite"]["stored_under_new_key"]["configmaps"] >= 1
     # The API server restarted with the key list of the last step.
