@@ -132,6 +132,24 @@ def cmd_drift(args) -> int:
     return _converge(args, check=True)
 
 
+def cmd_rotate_encryption_key(args) -> int:
+    from hardened_cluster.rotation import rotate_encryption_key
+
+    loaded = load_spec(args.spec)
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else (lambda line: print(line, flush=True))
+    report, path = rotate_encryption_key(loaded, state=_state(loaded), progress=say,
+                                         tasks=None if args.quiet or args.json else say)
+    if args.json:
+        print(report.to_json(), end="")
+    else:
+        if report.error:
+            print(f"error: {report.error}")
+        outcome = (f"succeeded; new key {report.new_key}, removed {', '.join(report.old_keys)}" if report.succeeded
+                   else "FAILED; rerun the command to continue the rotation")
+        print(f"rotate encryption-key: {outcome} in {report.seconds}s; report: {path}")
+    return EXIT_OK if report.succeeded else EXIT_FINDINGS
+
+
 def cmd_artifacts_pin(args) -> int:
     from hardened_cluster.artifacts import pin
 
@@ -192,6 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_arg(p)
     p.add_argument("--json", action="store_true", help="the report as JSON")
     p.set_defaults(func=cmd_certs)
+    p = sub.add_parser("rotate", help="day-2 rotations on the live cluster")
+    rotate_sub = p.add_subparsers(dest="rotate_command", required=True, parser_class=Parser)
+    key = rotate_sub.add_parser("encryption-key", help=(
+        "a new encryption key for Secrets at rest: added read-only, made first, every object rewritten, "
+        "the old keys removed; an interrupted rotation continues when rerun"))
+    _spec_arg(key)
+    key.add_argument("--quiet", action="store_true", help="no per-task progress")
+    key.add_argument("--json", action="store_true", help="print the JSON report (progress goes to stderr)")
+    key.set_defaults(func=cmd_rotate_encryption_key)
     p = sub.add_parser("artifacts", help="the pinned binaries the Kubernetes phases install")
     art_sub = p.add_subparsers(dest="artifacts_command", required=True, parser_class=Parser)
     pin_parser = art_sub.add_parser("pin", help="print manifest pins for a Kubernetes version (needs the internet)")

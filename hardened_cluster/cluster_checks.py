@@ -13,7 +13,9 @@ import subprocess
 from pathlib import Path
 
 from hardened_cluster.preflight import ssh_run
+from hardened_cluster.secrets import encryption_key_names
 from hardened_cluster.spec import LoadedSpec
+from hardened_cluster.verify import etcdctl_argv
 
 Proof = tuple[str, bool]
 
@@ -37,20 +39,22 @@ def api_ready(kubectl: Path, kubeconfig: Path) -> Proof:
     return f"API server /readyz: {'every check ok' if good else 'failing: ' + ', '.join(failing)}", good
 
 
-def secret_encrypted(loaded: LoadedSpec, kubectl: Path, kubeconfig: Path, bin_dir: str) -> Proof:
-    """A Secret written through the API is in etcd with the provider's prefix and not in plain text."""
+def stored_prefix(provider: str, key: str) -> str:
+    """How the API server's envelope starts in etcd for a value encrypted with `key`."""
+    return f"k8s:enc:{provider}:v1:{key}:"
+
+
+def secret_encrypted(loaded: LoadedSpec, kubectl: Path, kubeconfig: Path, writing_key: str) -> Proof:
+    """A Secret written through the API is in etcd with the writing key's prefix and not in plain text."""
     spec = loaded.spec
     name, value = "hardened-cluster-proof", secrets.token_hex(16)
     _kubectl(kubectl, kubeconfig, "-n", "default", "delete", "secret", name, "--ignore-not-found")
     _kubectl(kubectl, kubeconfig, "-n", "default", "create", "secret", "generic", name, f"--from-literal=v={value}")
     try:
         member = spec.nodes_with("etcd")[0]
-        get = [f"{bin_dir}/etcdctl", f"--endpoints=https://127.0.0.1:{spec.etcd.client_port}",
-               "--cacert=/etc/etcd/pki/ca.crt", "--cert=/etc/etcd/pki/healthcheck-client.crt",
-               "--key=/etc/etcd/pki/healthcheck-client.key", "get", f"/registry/secrets/default/{name}",
-               "--print-value-only"]
+        get = [*etcdctl_argv(spec), "get", f"/registry/secrets/default/{name}", "--print-value-only"]
         rc, out, _ = ssh_run(loaded, member, "sudo -n " + shlex.join(get))
-        prefix = f"k8s:enc:{spec.encryption.provider}:v1:{spec.encryption.keys[0].name}:"
+        prefix = stored_prefix(spec.encryption.provider, writing_key)
         good = rc == 0 and out.startswith(prefix) and value not in out
         seen = out[: len(prefix)] if rc == 0 else f"etcdctl exited {rc}"
         return f"Secret in etcd: starts with {seen!r}, plain text {'absent' if value not in out else 'PRESENT'}", good
@@ -58,8 +62,11 @@ def secret_encrypted(loaded: LoadedSpec, kubectl: Path, kubeconfig: Path, bin_di
         _kubectl(kubectl, kubeconfig, "-n", "default", "delete", "secret", name, "--ignore-not-found", check=False)
 
 
-def proofs(loaded: LoadedSpec, kubectl: Path, kubeconfig: Path) -> list[Proof]:
+def proofs(loaded: LoadedSpec, kubectl: Path, state: Path) -> list[Proof]:
+    """The proofs, with the admin kubeconfig and the keys (a rotation's, if any) of the state directory."""
     spec = loaded.spec
     kube_nodes = [n for n in spec.nodes if {"control-plane", "worker"} & set(n.roles)]
+    kubeconfig = state / "admin.conf"
+    writing_key = encryption_key_names(loaded, state / "secrets")[0]
     return [nodes_ready(kubectl, kubeconfig, len(kube_nodes)), api_ready(kubectl, kubeconfig),
-            secret_encrypted(loaded, kubectl, kubeconfig, spec.etcd_bin_dir)]
+            secret_encrypted(loaded, kubectl, kubeconfig, writing_key)]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from hardened_cluster import access, resources
+from hardened_cluster import access, kubeadm, resources
 from hardened_cluster.deliver import delivered_digest
 from hardened_cluster.errors import DeliveryError
 from hardened_cluster.plan import Plan
@@ -142,7 +142,7 @@ def _objects_commands(plan: Plan) -> list[list[str]]:
                 meta = doc["metadata"]
                 by_namespace.setdefault(meta.get("namespace", "default"), []).append(f"{doc['kind']}/{meta['name']}")
     columns = "custom-columns=KIND:.kind,NAME:.metadata.name,UID:.metadata.uid,VERSION:.metadata.resourceVersion"
-    return [[kubectl, "--kubeconfig", "/etc/kubernetes/admin.conf", "--request-timeout=10s", "-n", namespace, "get",
+    return [[kubectl, "--kubeconfig", kubeadm.ADMIN_KUBECONFIG, "--request-timeout=10s", "-n", namespace, "get",
              *refs, "--ignore-not-found", "--no-headers", "-o", columns]
             for namespace, refs in sorted(by_namespace.items())]
 

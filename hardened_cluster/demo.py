@@ -80,7 +80,7 @@ def run(spec_path: Path, keep: bool = False) -> int:
             from hardened_cluster.secrets import state_dir
 
             kubectl = bundle.load(loaded.spec.runtimes.bundle).path("kubectl")
-            for line, good in proofs(loaded, kubectl, state_dir(loaded.spec.cluster.name) / "admin.conf"):
+            for line, good in proofs(loaded, kubectl, state_dir(loaded.spec.cluster.name)):
                 ok &= good
                 _say(f"  {line}")
 

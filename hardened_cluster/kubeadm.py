@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from hardened_cluster.spec import Node, Spec
 
 CRI_SOCKET = "unix:///run/containerd/containerd.sock"
+# The kubeconfig kubeadm writes on every control plane (cluster-admin; root only).
+ADMIN_KUBECONFIG = "/etc/kubernetes/admin.conf"
 # ECDHE with AEAD only; every name is in CIS 1.2.29's and 4.2.12's lists.
 TLS_CIPHER_SUITES = (
     "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
@@ -129,7 +131,8 @@ def cluster_configuration(spec: Spec, etcd_endpoints: list[str]) -> dict:
         ("authorization-mode", "Node,RBAC"),
         ("enable-admission-plugins", ",".join(plugins)),
         ("encryption-provider-config", "/etc/kubernetes/encryption/encryption-config.yaml"),
-        # Key rotation only rewrites the file; no static-pod restart needed.
+        # A changed key list is also a start input (the API servers restart one at a time); the reload
+        # has it sooner, before the restart reaches this API server.
         ("encryption-provider-config-automatic-reload", "true"),
         ("kubelet-certificate-authority", "/etc/kubernetes/pki/ca.crt"),
         ("profiling", "false"),
@@ -237,23 +240,19 @@ def _placeholders(cluster: dict, endpoint: dict) -> dict[str, str]:
 
 
 def start_inputs_digest(cluster: dict, files: dict[str, str]) -> str:
-    """SHA-256 over the planned files (path -> sha256) the API server reads only when it starts.
+    """SHA-256 over the planned files (path -> sha256) the API server reads when it starts.
 
-    Those are the files under the host paths of `apiServer.extraVolumes`; the encryption
-    configuration is left out when `encryption-provider-config-automatic-reload` is on, since the
-    API server then reloads it itself. The digest goes into the static pod manifest (a kubeadm
-    patch), so a changed audit policy or admission configuration changes the manifest and the
-    kubelet restarts the pod.
+    Those are the files under the host paths of `apiServer.extraVolumes`. The digest goes into the
+    static pod manifest (a kubeadm patch), so a changed audit policy, admission or encryption
+    configuration changes the manifest and the kubelet restarts the pod, one control plane at a time
+    (roles/control_plane). The encryption configuration is in it although the API server reloads it
+    itself: a key rotation's next step waits until every API server has restarted with the keys.
     """
     server = cluster.get("apiServer") or {}
-    extra = {arg["name"]: str(arg["value"]) for arg in server.get("extraArgs") or []}
-    reloaded = {extra["encryption-provider-config"]} if (
-        "encryption-provider-config" in extra and extra.get("encryption-provider-config-automatic-reload") == "true"
-    ) else set()
     roots = [v["hostPath"].rstrip("/") for v in server.get("extraVolumes") or [] if v.get("readOnly")]
     digest = hashlib.sha256()
     for path in sorted(files):
-        if path not in reloaded and any(path == r or path.startswith(r + "/") for r in roots):
+        if any(path == r or path.startswith(r + "/") for r in roots):
             digest.update(f"{path} {files[path]}\n".encode())
     return digest.hexdigest()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import hashlib
 import re
 import shlex
 import shutil
@@ -30,7 +29,7 @@ from hardened_cluster.deliver import RunResult, run
 from hardened_cluster.age_key import identity_problem
 from hardened_cluster.pki import fingerprint
 from hardened_cluster.preflight import ssh_run
-from hardened_cluster.secrets import resolve_secrets, state_dir, write_private
+from hardened_cluster.secrets import resolve_secrets, rotation_key_name, state_dir, write_private
 from hardened_cluster.spec import KEY_LENGTHS, LoadedSpec, parse_spec
 
 # What the bundle carries: generated secrets and the PKI, as `resolve_secrets` lays them out.
@@ -85,12 +84,6 @@ def effective_spec(doc: dict, encryption_keys: list[dict] | None, snapshot_ref: 
     if snapshot_ref:
         out.setdefault("etcd", {}).setdefault("snapshot", {})["encryption_key"] = snapshot_ref
     return out
-
-
-def rotation_key_name(trigger: str, taken: set[str]) -> str:
-    slug = re.sub(r"[^a-z0-9-]+", "-", trigger.lower()).strip("-")[:40].strip("-")
-    name = f"rotated-{slug}" if slug else "rotated"
-    return name if name not in taken else f"{name}-{hashlib.sha256(trigger.encode()).hexdigest()[:8]}"
 
 
 def _known(value: Any) -> bool:

@@ -6,7 +6,10 @@ rendering needs them and never appear in reprs, logs or reports.
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import os
+import re
 import secrets as random
 import string
 from dataclasses import dataclass, field
@@ -52,6 +55,78 @@ class SecretStore:
         value = make()
         write_private(path, value + "\n")
         return value
+
+    def existing(self, name: str, why: str) -> str:
+        """A value that must already be here: making a new one would lose what the old one protects."""
+        path = self.directory / name
+        if not path.is_file():
+            raise SpecError([SpecIssue("encryption.keys", f"{path} is missing: {why}")])
+        return path.read_text().strip()
+
+
+# The record of an encryption key rotation (hardened_cluster/rotation.py), beside the keys it names;
+# key names are DNS labels, so no key's file is called this.
+ROTATION_RECORD = "encryption-rotation.json"
+# In order: the new key read-only, the new key writing, every object rewritten, the old keys removed.
+ROTATION_STEPS = ("add", "write", "rewrite", "remove", "done")
+RETIRED_DIR = "retired"
+
+
+@dataclass(frozen=True)
+class KeyRotation:
+    """A key rotation: `step` is the one running (or `done`); the keys the configuration lists follow
+    from it, so every plan, `apply` and `drift` included, renders what the rotation has reached."""
+    step: str
+    new: str
+    old: tuple[str, ...]
+    base: tuple[str, ...]  # the spec's key names when the first rotation started
+
+    def key_names(self) -> list[str]:
+        """The configuration's keys, the writing one first."""
+        if self.step == "add":
+            return [*self.old, self.new]
+        if self.step in ("write", "rewrite"):
+            return [self.new, *self.old]
+        return [self.new]
+
+
+def load_rotation(secrets_dir: Path) -> KeyRotation | None:
+    path = secrets_dir / ROTATION_RECORD
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("step") not in ROTATION_STEPS:
+        raise SpecError([SpecIssue("encryption.keys", f"{path}: unknown rotation step {data.get('step')!r}")])
+    return KeyRotation(data["step"], data["new"], tuple(data["old"]), tuple(data["base"]))
+
+
+def save_rotation(secrets_dir: Path, rotation: KeyRotation) -> None:
+    write_private(secrets_dir / ROTATION_RECORD, json.dumps(
+        {"step": rotation.step, "new": rotation.new, "old": list(rotation.old), "base": list(rotation.base)},
+        indent=2) + "\n")
+
+
+def retire_keys(secrets_dir: Path, names: list[str]) -> list[str]:
+    """Move the generated files of keys no configuration lists any more aside (snapshots taken before
+    the rotation still need them); returns the names moved. Referenced keys have no file here."""
+    moved = []
+    for name in names:
+        path = secrets_dir / f"encryption-{name}"
+        if path.is_file():
+            private_dir(secrets_dir / RETIRED_DIR)
+            os.replace(path, secrets_dir / RETIRED_DIR / path.name)
+            moved.append(name)
+    return moved
+
+
+def rotation_key_name(trigger: str, taken: set[str]) -> str:
+    """The name of a rotated-in key (the CLI's and the Pulumi component's): `rotated-<trigger>`."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", trigger.lower()).strip("-")[:40].strip("-")
+    name = f"rotated-{slug}" if slug else "rotated"
+    return name if name not in taken else f"{name}-{hashlib.sha256(trigger.encode()).hexdigest()[:8]}"
+
+
+ENCRYPTION_KEY_BYTES = 32  # every provider here takes 32 (aescbc and aesgcm also 16 and 24)
 
 
 def _b64_key(nbytes: int):
@@ -104,12 +179,37 @@ def _snapshot_identity(ref: SecretRef, loaded: LoadedSpec, store: SecretStore) -
     return value
 
 
+def encryption_key_names(loaded: LoadedSpec, secrets_dir: Path) -> list[str]:
+    """The keys the encryption configuration lists, the writing one first: the spec's, or the ones a
+    recorded rotation has put in their place."""
+    names = [k.name for k in loaded.spec.encryption.keys]
+    rotation = load_rotation(secrets_dir)
+    if rotation is None:
+        return names
+    if tuple(names) != rotation.base:
+        raise SpecError([SpecIssue("encryption.keys", (
+            f"names {names}, but the keys were rotated from {list(rotation.base)} ({secrets_dir / ROTATION_RECORD}); "
+            f"the cluster's data is under '{rotation.new}'. Put the names back: a rotation replaces the spec's keys "
+            "with ones kept in the state directory"))])
+    return rotation.key_names()
+
+
+def create_encryption_key(secrets_dir: Path, name: str) -> None:
+    SecretStore(secrets_dir).get_or_create(f"encryption-{name}", _b64_key(ENCRYPTION_KEY_BYTES))
+
+
+def _encryption_keys(loaded: LoadedSpec, store: SecretStore) -> list[tuple[str, str]]:
+    refs = {k.name: k.secret for k in loaded.spec.encryption.keys}
+    lost = "the key rotation recorded beside it lists this key; restore it from a backup of the state directory"
+    return [(n, _resolve(refs[n], f"encryption-{n}", ENCRYPTION_KEY_BYTES, loaded, store) if n in refs
+             else store.existing(f"encryption-{n}", lost)) for n in encryption_key_names(loaded, store.directory)]
+
+
 def resolve_secrets(loaded: LoadedSpec, directory: Path) -> ClusterSecrets:
     """Every secret the plan needs: referenced ones read, generated ones created once."""
     spec = loaded.spec
     store = SecretStore(directory / "secrets")
-    key_bytes = 32
-    keys = [(k.name, _resolve(k.secret, f"encryption-{k.name}", key_bytes, loaded, store)) for k in spec.encryption.keys]
+    keys = _encryption_keys(loaded, store)
     snap = spec.etcd.snapshot.encryption_key
     snapshot_key = _snapshot_identity(snap, loaded, store) if snap else None
     members = [Member(n.name, str(n.address)) for n in spec.nodes_with("etcd")]

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "specs" / "invalid"
@@ -39,6 +40,7 @@ COMMANDS = {
     "apply": ["--quiet"],
     "drift": ["--quiet"],
     "certs": ["--json"],
+    "rotate encryption-key": ["--quiet"],
 }
 
 GUARD = textwrap.dedent('''
@@ -196,7 +198,7 @@ def test_other_commands_refuse_invalid_spec_the_same_way(command, stem, guarded)
     path = _corpus(stem)
     _, env, _ = _headers(path)
     extra = [a.format(tmp=guarded.tmp) for a in COMMANDS[command]]
-    result = guarded.run(["-m", "hardened_cluster.cli", command, "--spec", str(path), *extra], env)
+    result = guarded.run(["-m", "hardened_cluster.cli", *command.split(), "--spec", str(path), *extra], env)
     _assert_refused(result, path, guarded)
     assert not (guarded.tmp / "rendered").exists(), "render wrote files for an invalid spec"
 
@@ -252,3 +254,17 @@ def test_valid_sample_passes_under_the_guard(guarded):
     assert result.returncode == 0, result.stderr
     assert "valid: cluster prod-eu1" in result.stdout
     assert guarded.contacted() == ""
+
+
+def test_rotating_a_kms_v2_key_is_refused_contacting_nothing(guarded):
+    """With kms-v2 the KMS plugin holds the keys: exit 2 naming encryption.provider, no host, no state."""
+    data = yaml.safe_load((ROOT / "inventories" / "sample" / "cluster.yaml").read_text())
+    data["encryption"] = {"provider": "kms-v2", "kms": {"name": "vault", "endpoint": "unix:///var/run/kms/vault.sock"}}
+    spec = guarded.tmp / "cluster.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    result = guarded.run(["-m", "hardened_cluster.cli", "rotate", "encryption-key", "--spec", str(spec)])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert "encryption.provider: kms-v2: the KMS plugin keeps and rotates the keys itself" in result.stderr
+    assert guarded.contacted() == ""
+    assert not guarded.state.exists()

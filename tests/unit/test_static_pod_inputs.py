@@ -1,6 +1,6 @@
 """The digest of the files the API server reads only when it starts (kubeadm.start_inputs_digest),
-on the rendered sample plan: it follows the audit policy and admission configuration, not the encryption
-configuration the API server reloads itself, and reaches the role as a host variable."""
+on the rendered sample plan: it follows the audit policy, admission and encryption configuration (a key
+rotation waits for each API server's restart), and reaches the role as a host variable."""
 from __future__ import annotations
 
 
@@ -25,8 +25,8 @@ def test_the_digest_follows_the_start_time_inputs_only(tmp_path):
     base = _digest(plan, "cp-1")
     assert _digest(plan, "cp-1", {"/etc/kubernetes/audit/audit-policy.yaml": "0" * 64}) != base
     assert _digest(plan, "cp-1", {"/etc/kubernetes/admission/admission-config.yaml": "0" * 64}) != base
-    # Reloaded by the API server itself (encryption-provider-config-automatic-reload): no restart.
-    assert _digest(plan, "cp-1", {"/etc/kubernetes/encryption/encryption-config.yaml": "0" * 64}) == base
+    # Reloaded by the API server itself too, but only a restart tells when each one serves with the keys.
+    assert _digest(plan, "cp-1", {"/etc/kubernetes/encryption/encryption-config.yaml": "0" * 64}) != base
     # Not mounted into the pod.
     assert _digest(plan, "cp-1", {"/etc/kubernetes/kubeadm/kubeadm-init.yaml": "0" * 64}) == base
     assert host_vars(plan, plan.spec.node("cp-1"), tmp_path / "plan")["control_plane_apiserver_inputs_sha256"] == base
