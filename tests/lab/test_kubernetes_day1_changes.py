@@ -21,6 +21,7 @@ import shutil
 import time
 
 import pytest
+import live_cluster
 from live_cluster import kubectl, wait_for
 from test_kubernetes_cluster import pod
 
@@ -54,10 +55,7 @@ def cluster(lab, lab_spec, lab_state, bundle):
 
 
 def apply(loaded: LoadedSpec, state, *, full=False):
-    lines: list[str] = []
-    result, _ = converge(loaded, check=False, phases=PHASES, state=state, full=full, progress=lines.append)
-    assert result.succeeded, ({h: r.errors for h, r in result.hosts.items() if r.errors}, lines[-30:])
-    return result
+    return live_cluster.apply(loaded, state, phases=PHASES, full=full)
 
 
 def drift(loaded: LoadedSpec, state, *, full=False) -> dict[str, list]:
