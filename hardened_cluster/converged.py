@@ -4,8 +4,8 @@ After an apply succeeds, each host's managed state is fingerprinted over SSH: th
 planned files, of the paths os_hardening enforces, of dpkg's package status and of everything under
 the system directories the roles touch (mode, owner, size, modification and change times), the
 units they run, the runtime sysctls of the drop-in, the firewall's live table and swap. A later run
-whose plan, roles and phases are unchanged, on a host whose fingerprint still matches, has nothing
-to do there, so Ansible runs only on the hosts that differ. Any doubt (no stamp, an unreadable host,
+whose plan and roles are unchanged, with the same phases or fewer, on a host whose fingerprint still
+matches, has nothing to do there, so Ansible runs only on the hosts that differ. Any doubt (no stamp, an unreadable host,
 another plan) means Ansible runs.
 """
 from __future__ import annotations
@@ -220,11 +220,17 @@ class Stamps:
         return {h: self.data[h]["request"] for h in hosts if "request" in self.data.get(h, {})}
 
     def unchanged(self, plan: Plan, phases: list[str], found: dict[str, str | None]) -> set[str]:
-        """Hosts whose recorded plan key and fingerprint both still hold."""
+        """Hosts whose recorded plan key and fingerprint both still hold.
+
+        A host converged to more phases than these, and untouched since, is converged to these too
+        (`apply --phases etcd` after a full apply): its stamp's key is computed over the stamp's phases."""
         out = set()
         for name, fingerprint in found.items():
             stamp = self.data.get(name, {})
-            key = plan_key(plan, plan.hosts[name].node, phases, self.code)
+            stamped = stamp.get("phases", phases)
+            if not set(phases) <= set(stamped):
+                continue
+            key = plan_key(plan, plan.hosts[name].node, stamped, self.code)
             if fingerprint and stamp.get("plan") == key and stamp.get("fingerprint") == fingerprint:
                 out.add(name)
         return out
@@ -233,7 +239,8 @@ class Stamps:
         for name, (request, fingerprint) in found.items():
             if fingerprint:
                 key = plan_key(plan, plan.hosts[name].node, phases, self.code)
-                self.data[name] = {"plan": key, "fingerprint": fingerprint, "request": request}
+                self.data[name] = {"plan": key, "phases": sorted(phases), "fingerprint": fingerprint,
+                                   "request": request}
             else:
                 self.data.pop(name, None)
         write_private(self.path, json.dumps(self.data, indent=1, sort_keys=True))

@@ -53,6 +53,22 @@ def test_only_hosts_with_matching_key_and_fingerprint_are_unchanged(plan, tmp_pa
     assert Stamps(tmp_path).unchanged(plan, PHASES, found) == set()
 
 
+def test_a_host_converged_to_more_phases_is_unchanged_for_fewer_but_not_for_others(plan, tmp_path):
+    every = PHASES + ["runtime"]
+    stamps = Stamps(tmp_path)
+    stamps.record(plan, every, {"etcd-1": (fingerprint_request(plan, plan.spec.node("etcd-1"), every), "a" * 64)})
+    again = Stamps(tmp_path)
+    assert again.unchanged(plan, ["etcd"], {"etcd-1": "a" * 64}) == {"etcd-1"}
+    assert again.unchanged(plan, every, {"etcd-1": "a" * 64}) == {"etcd-1"}
+    # Touched since (another fingerprint), or asked for a phase the stamp does not cover: the roles run.
+    assert again.unchanged(plan, ["etcd"], {"etcd-1": "b" * 64}) == set()
+    assert again.unchanged(plan, ["etcd", "kubernetes"], {"etcd-1": "a" * 64}) == set()
+    # A narrower apply records its own phases: a wider run afterwards is not covered by it.
+    again.record(plan, ["etcd"], {"etcd-1": (fingerprint_request(plan, plan.spec.node("etcd-1"), ["etcd"]), "c" * 64)})
+    assert Stamps(tmp_path).unchanged(plan, every, {"etcd-1": "c" * 64}) == set()
+    assert Stamps(tmp_path).unchanged(plan, ["etcd"], {"etcd-1": "c" * 64}) == {"etcd-1"}
+
+
 def _fingerprint(request):
     run = subprocess.run(["sh", "-s"], input=script(request), capture_output=True, text=True, timeout=60)
     found = parse_fingerprint((run.returncode, run.stdout, run.stderr))
