@@ -12,6 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 TEARDOWN_MODULE = "test_lab_teardown.py"
 # Modules that run a lab of their own (same instance, other nodes): before the session's lab starts.
 OWN_LAB_MODULES = {"test_firewall_ssh_port.py"}
+# Every host's full rerun, proving each module before restored what it changed: after them.
+LAST_CLUSTER_MODULE = "test_kubernetes_rerun.py"
 # Recreates etcd from empty to start from Debian's 3.4: after every other cluster test.
 AFTER_CLUSTER_MODULES = {"test_bundle_etcd.py"}
 
@@ -29,8 +31,10 @@ def _lab_order(item: pytest.Item) -> int:
     if item.path.name in OWN_LAB_MODULES:
         return -1
     if item.path.name == TEARDOWN_MODULE:
-        return 3
+        return 4
     if item.path.name in AFTER_CLUSTER_MODULES:
+        return 3
+    if item.path.name == LAST_CLUSTER_MODULE:
         return 2
     return 0 if item.path.name.startswith("test_lab_") else 1
 

@@ -206,9 +206,3 @@ def test_baseline_network_policy_isolates_namespaces(cluster):
     finally:
         kubectl(cluster, "-n", "apps", "delete", "pod", "hc-web", "--wait=false", check=False)
         kubectl(cluster, "delete", "namespace", "hc-other", "--wait=false", check=False)
-
-
-def test_a_second_apply_changes_nothing_on_any_host(cluster, lab_spec, lab_state):
-    result, _ = converge(lab_spec, check=False, state=lab_state, full=True)
-    assert result.succeeded
-    assert {name: host.changed for name, host in result.hosts.items() if host.changed} == {}
