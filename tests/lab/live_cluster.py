@@ -1,10 +1,33 @@
-"""Helpers of the lab tests that talk to the live Kubernetes cluster (a `cluster` dict: kubectl, kubeconfig)."""
+"""Helpers of the lab tests: etcdctl on a member, and the live Kubernetes cluster (a `cluster` dict:
+kubectl, kubeconfig) with the pods the tests run on it."""
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
+import yaml
+
 from hardened_cluster.core import converge
+from hardened_cluster.deliver import PHASES
+from hardened_cluster.spec import Spec
+from hardened_cluster.verify import etcdctl_argv
+
+# Every phase but the kube-bench gate (it has its own tests, and runs kube-bench on each changed host).
+CLUSTER_PHASES = [p for p in PHASES if p != "benchmark"]
+
+# busybox is in the bundle's kube-router image, on every node; no registry is reachable.
+TOOLBOX = "docker.io/cloudnativelabs/kube-router:v2.1.0"
+RESTRICTED = {"runAsNonRoot": True, "runAsUser": 65534, "allowPrivilegeEscalation": False,
+              "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def etcdctl(spec: Spec, *, client_cert: bool = True) -> list[str]:
+    """etcdctl on a member as the health checks run it (verify.etcdctl_argv), or without the client certificate."""
+    argv = etcdctl_argv(spec)
+    if not client_cert:
+        argv = [a for a in argv if not a.startswith(("--cert=", "--key="))]
+    return ["env", "ETCDCTL_API=3", *argv]
 
 
 def kubectl(cluster, *args, input=None, check=True, timeout=120) -> subprocess.CompletedProcess:
@@ -29,3 +52,57 @@ def apply(loaded, state, **options):
     result, _ = converge(loaded, check=False, state=state, progress=lines.append, **options)
     assert result.succeeded, ({h: r.errors for h, r in result.hosts.items() if r.errors}, lines[-40:])
     return result
+
+
+def drift(loaded, state, *, phases=CLUSTER_PHASES, full=False, hosts=None) -> dict[str, list]:
+    """The drifted hosts and their changes."""
+    result, _ = converge(loaded, check=True, phases=phases, state=state, full=full, hosts=hosts)
+    assert result.succeeded, {h: r.errors for h, r in result.hosts.items() if r.errors}
+    return {h: r.changes for h, r in result.hosts.items() if r.changed}
+
+
+def assert_clean(loaded, state, hosts: list[str], phases=CLUSTER_PHASES) -> None:
+    """Check mode of every role on `hosts` (no fingerprint shortcut) finds nothing: what a test changed
+    there is restored. Every host's full rerun is tests/lab/test_kubernetes_rerun.py, after every module."""
+    found = drift(loaded, state, phases=phases, full=True, hosts=hosts)
+    assert found == {}, {h: [c.describe() for c in cs] for h, cs in found.items()}
+
+
+def access(state, bundle) -> dict:
+    """The `cluster` dict: the bundle's kubectl and the admin kubeconfig the control plane handed back."""
+    return {"kubeconfig": state / "admin.conf", "kubectl": str(bundle.path("kubectl"))}
+
+
+def pod(name, namespace, command, runtime_class=None, node=None, security=None, labels=None, automount=False) -> str:
+    """A pod of the toolbox image running `command` (restricted unless `security`); `automount=None` leaves the
+    service-account token setting to the namespace's default."""
+    spec = {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": TOOLBOX, "imagePullPolicy": "Never", "command": command,
+                            "securityContext": security or RESTRICTED}]}
+    if automount is not None:
+        spec["automountServiceAccountToken"] = automount
+    if runtime_class:
+        spec["runtimeClassName"] = runtime_class
+    if node:
+        spec["nodeName"] = node
+    return yaml.safe_dump({"apiVersion": "v1", "kind": "Pod",
+                           "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}},
+                           "spec": spec})
+
+
+def finished(cluster, name, namespace) -> dict | None:
+    """The pod's terminated state once it has run to completion, else None."""
+    status = json.loads(kubectl(cluster, "-n", namespace, "get", "pod", name, "-o", "json").stdout)["status"]
+    for container in status.get("containerStatuses", []):
+        terminated = container.get("state", {}).get("terminated")
+        if terminated:
+            return terminated
+    return None
+
+
+def run_pod(cluster, manifest, name, namespace, timeout=180) -> dict:
+    kubectl(cluster, "apply", "-f", "-", input=manifest)
+    try:
+        return wait_for(f"pod {namespace}/{name}", lambda: finished(cluster, name, namespace), timeout)
+    finally:
+        kubectl(cluster, "-n", namespace, "delete", "pod", name, "--wait=false", check=False)

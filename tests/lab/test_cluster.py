@@ -15,6 +15,7 @@ import pyrage
 import pytest
 import yaml
 
+import live_cluster
 from hardened_cluster.core import converge
 from hardened_cluster.demo import run_outside
 from hardened_cluster.errors import DeliveryError
@@ -24,9 +25,6 @@ from hardened_cluster.verify import etcd_health, scan
 pytestmark = pytest.mark.lab
 
 PHASES = ["hosts", "etcd"]
-ETCDCTL = ["env", "ETCDCTL_API=3", "/usr/bin/etcdctl", "--endpoints=https://127.0.0.1:2379",
-           "--cacert=/etc/etcd/pki/ca.crt"]
-CLIENT_CERT = ["--cert=/etc/etcd/pki/healthcheck-client.crt", "--key=/etc/etcd/pki/healthcheck-client.key"]
 PEER_FAILURES = ("rejected connection", "failed to dial", "lost TCP streaming connection", "prober detected unhealthy",
                  "failed to reach the peer URL", "remote error: tls")
 
@@ -60,9 +58,8 @@ def _converge(lab_spec, lab_state, output, check, full=False, hosts=None):
     return result
 
 
-def etcdctl(lab, node, *args, cert=True, check=True):
-    argv = ETCDCTL + (CLIENT_CERT if cert else []) + list(args)
-    return lab.lab.exec(node, argv, check=check)
+def etcdctl(lab, spec, node, *args, cert=True, check=True):
+    return lab.lab.exec(node, live_cluster.etcdctl(spec, client_cert=cert) + list(args), check=check)
 
 
 def wait_healthy(lab_spec, timeout=60):
@@ -93,10 +90,10 @@ def test_etcd_cluster_healthy_over_mutual_tls(applied, lab_spec):
     assert sorted(h["endpoint"] for h in health) == [f"https://10.231.0.1{i}:2379" for i in (1, 2, 3)]
 
 
-def test_etcd_refuses_client_without_certificate(applied, lab):
-    refused = etcdctl(lab, "etcd-1", "endpoint", "health", cert=False, check=False)
+def test_etcd_refuses_client_without_certificate(applied, lab, lab_spec):
+    refused = etcdctl(lab, lab_spec.spec, "etcd-1", "endpoint", "health", cert=False, check=False)
     assert refused.returncode != 0
-    ok = etcdctl(lab, "etcd-1", "endpoint", "health", check=False)
+    ok = etcdctl(lab, lab_spec.spec, "etcd-1", "endpoint", "health", check=False)
     assert ok.returncode == 0, ok.stderr
 
 
@@ -202,7 +199,7 @@ def test_killing_a_member_during_apply_keeps_quorum(applied, lab, lab_spec, lab_
     worker.start()
     assert killed.wait(120), "apply never reached the etcd role"
     for i in range(5):  # the two remaining members keep serving writes
-        put = etcdctl(lab, "etcd-1", "put", f"quorum-{i}", "ok", check=False)
+        put = etcdctl(lab, lab_spec.spec, "etcd-1", "put", f"quorum-{i}", "ok", check=False)
         assert put.returncode == 0, put.stderr
         time.sleep(0.5)
     worker.join(300)
@@ -210,12 +207,12 @@ def test_killing_a_member_during_apply_keeps_quorum(applied, lab, lab_spec, lab_
     rerun = _converge(lab_spec, lab_state, output, check=False)
     assert rerun.succeeded
     wait_healthy(lab_spec)
-    assert etcdctl(lab, "etcd-3", "get", "quorum-4", "--print-value-only").stdout.decode().strip() == "ok"
+    assert etcdctl(lab, lab_spec.spec, "etcd-3", "get", "quorum-4", "--print-value-only").stdout.decode().strip() == "ok"
 
 
 def test_timer_snapshot_restores_into_new_data_dir(applied, lab, lab_spec):
     assert lab.lab.exec("etcd-1", ["systemctl", "is-enabled", "etcd-snapshot.timer"]).stdout.decode().strip() == "enabled"
-    etcdctl(lab, "etcd-1", "put", "hc-snapshot-test", "written-before")
+    etcdctl(lab, lab_spec.spec, "etcd-1", "put", "hc-snapshot-test", "written-before")
     lab.lab.exec("etcd-1", ["systemctl", "start", "etcd-snapshot.service"])
     listing = lab.lab.exec("etcd-1", ["sh", "-c", "ls -1t /var/backups/etcd/etcd-*.db.age | head -1"])
     snapshot = listing.stdout.decode().strip()

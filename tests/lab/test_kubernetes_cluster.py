@@ -13,20 +13,13 @@ import urllib.error
 import urllib.request
 
 import pytest
-import yaml
 
 from hardened_cluster.core import converge
-from live_cluster import kubectl, wait_for
+from live_cluster import etcdctl, kubectl, pod, run_pod, wait_for
 
 pytestmark = pytest.mark.lab
 
 WORKERS = ("worker-1", "worker-2")
-ETCDCTL = ["/usr/local/bin/etcdctl", "--endpoints=https://127.0.0.1:2379", "--cacert=/etc/etcd/pki/ca.crt",
-           "--cert=/etc/etcd/pki/healthcheck-client.crt", "--key=/etc/etcd/pki/healthcheck-client.key"]
-# busybox is in the bundle's kube-router image, on every node; no registry is reachable.
-TOOLBOX = "docker.io/cloudnativelabs/kube-router:v2.1.0"
-RESTRICTED = {"runAsNonRoot": True, "runAsUser": 65534, "allowPrivilegeEscalation": False,
-              "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 @pytest.fixture(scope="module")
@@ -40,37 +33,6 @@ def cluster(lab, lab_spec, lab_state, bundle):
     kubeconfig = lab_state / "admin.conf"
     assert kubeconfig.is_file() and kubeconfig.stat().st_mode & 0o077 == 0
     return {"kubeconfig": kubeconfig, "kubectl": str(bundle.path("kubectl")), "seconds": time.monotonic() - started}
-
-
-def pod(name, namespace, command, runtime_class=None, node=None, security=None, labels=None) -> str:
-    spec = {"restartPolicy": "Never", "automountServiceAccountToken": False,
-            "containers": [{"name": "c", "image": TOOLBOX, "imagePullPolicy": "Never", "command": command,
-                            "securityContext": security or RESTRICTED}]}
-    if runtime_class:
-        spec["runtimeClassName"] = runtime_class
-    if node:
-        spec["nodeName"] = node
-    return yaml.safe_dump({"apiVersion": "v1", "kind": "Pod",
-                           "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}},
-                           "spec": spec})
-
-
-def finished(cluster, name, namespace) -> dict | None:
-    """The pod's terminated state once it has run to completion, else None."""
-    status = json.loads(kubectl(cluster, "-n", namespace, "get", "pod", name, "-o", "json").stdout)["status"]
-    for container in status.get("containerStatuses", []):
-        terminated = container.get("state", {}).get("terminated")
-        if terminated:
-            return terminated
-    return None
-
-
-def run_pod(cluster, manifest, name, namespace, timeout=180) -> dict:
-    kubectl(cluster, "apply", "-f", "-", input=manifest)
-    try:
-        return wait_for(f"pod {namespace}/{name}", lambda: finished(cluster, name, namespace), timeout)
-    finally:
-        kubectl(cluster, "-n", namespace, "delete", "pod", name, "--wait=false", check=False)
 
 
 def test_every_node_is_ready_and_the_api_server_is_ready(cluster):
@@ -92,12 +54,12 @@ def test_every_node_is_ready_and_the_api_server_is_ready(cluster):
             kubectl(cluster, "-n", "kube-system", "get", "pods", "-o", "json").stdout)["items"]))
 
 
-def test_secrets_are_encrypted_in_etcd_with_the_configured_provider(cluster, lab):
+def test_secrets_are_encrypted_in_etcd_with_the_configured_provider(cluster, lab, lab_spec):
     plaintext = "hc-plaintext-canary-7f3a"
     kubectl(cluster, "-n", "default", "create", "secret", "generic", "hc-canary", f"--from-literal=v={plaintext}")
     try:
-        stored = lab.lab.exec("etcd-1", ETCDCTL + ["get", "/registry/secrets/default/hc-canary",
-                                                   "--print-value-only"]).stdout
+        stored = lab.lab.exec("etcd-1", etcdctl(lab_spec.spec) + ["get", "/registry/secrets/default/hc-canary",
+                                                                 "--print-value-only"]).stdout
         assert stored.startswith(b"k8s:enc:secretbox:v1:lab-key-1:")
         assert plaintext.encode() not in stored
         # And the API still reads it back.

@@ -22,17 +22,13 @@ import time
 
 import pytest
 import live_cluster
-from live_cluster import kubectl, wait_for
-from test_kubernetes_cluster import pod
+from live_cluster import CLUSTER_PHASES, assert_clean, drift, kubectl, pod, wait_for
 
 from hardened_cluster.artifacts import INSTALL
-from hardened_cluster.core import converge
 from hardened_cluster.spec import LoadedSpec, load_spec
 
 pytestmark = pytest.mark.lab
 
-# Everything but the kube-bench gate, which has its own tests.
-PHASES = ["hosts", "etcd", "runtime", "kubernetes", "objects"]
 CRICTL = f"{INSTALL['crictl']}/crictl"
 KUBECTL = INSTALL["kubectl"]
 APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
@@ -51,25 +47,11 @@ READ_APISERVER = (
 def cluster(lab, lab_spec, lab_state, bundle):
     """The cluster applied (a rerun when test_kubernetes_cluster.py brought it up in this session)."""
     apply(lab_spec, lab_state)
-    return {"kubeconfig": lab_state / "admin.conf", "kubectl": str(bundle.path("kubectl"))}
+    return live_cluster.access(lab_state, bundle)
 
 
 def apply(loaded: LoadedSpec, state, **options):
-    return live_cluster.apply(loaded, state, phases=PHASES, **options)
-
-
-def drift(loaded: LoadedSpec, state, *, full=False, hosts=None) -> dict[str, list]:
-    """The drifted hosts and their changes."""
-    result, _ = converge(loaded, check=True, phases=PHASES, state=state, full=full, hosts=hosts)
-    assert result.succeeded, {h: r.errors for h, r in result.hosts.items() if r.errors}
-    return {h: r.changes for h, r in result.hosts.items() if r.changed}
-
-
-def assert_clean(loaded: LoadedSpec, state, hosts: list[str]):
-    """Check mode of every role on `hosts` (no fingerprint shortcut) finds nothing: what a test changed
-    there is restored. Every host's full rerun is tests/lab/test_kubernetes_rerun.py, after every module."""
-    found = drift(loaded, state, full=True, hosts=hosts)
-    assert found == {}, {h: [c.describe() for c in cs] for h, cs in found.items()}
+    return live_cluster.apply(loaded, state, phases=CLUSTER_PHASES, **options)
 
 
 def variant(lab_spec: LoadedSpec, tmp_path, change) -> LoadedSpec:

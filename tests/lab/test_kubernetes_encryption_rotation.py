@@ -20,10 +20,8 @@ import sys
 
 import pytest
 import yaml
-from live_cluster import kubectl
-from test_kubernetes_cluster import ETCDCTL
-# `cluster`: day-1's module fixture (every phase applied), instantiated again for this module.
-from test_kubernetes_day1_changes import apply, assert_clean, cluster  # noqa: F401
+import live_cluster
+from live_cluster import CLUSTER_PHASES, assert_clean, etcdctl, kubectl
 
 from hardened_cluster.cluster_checks import stored_prefix
 from hardened_cluster.secrets import encryption_key_names, load_rotation
@@ -35,7 +33,18 @@ SECRETS = [f"hc-rotation-{i}" for i in range(3)]
 CONFIGMAP = "hc-rotation-cm"
 ENCRYPTION_CONFIG = "/etc/kubernetes/encryption/encryption-config.yaml"
 # etcdctl's 2 s dial default timed out once on the shared 2-core machine.
-RAW = ETCDCTL + ["--dial-timeout=20s", "--command-timeout=60s"]
+RAW_TIMEOUTS = ["--dial-timeout=20s", "--command-timeout=60s"]
+
+
+@pytest.fixture(scope="module")
+def cluster(lab, lab_spec, lab_state, bundle):
+    """The cluster applied (a rerun when an earlier module brought it up in this session)."""
+    apply(lab_spec, lab_state)
+    return live_cluster.access(lab_state, bundle)
+
+
+def apply(loaded, state, **options):
+    return live_cluster.apply(loaded, state, phases=CLUSTER_PHASES, **options)
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +72,15 @@ def read_back(cluster, kind, name) -> str:
     return base64.b64decode(data).decode() if kind == "secret" else data
 
 
-def stored(lab, resource, name) -> bytes:
-    return lab.lab.exec("etcd-1", RAW + ["get", f"/registry/{resource}/{NAMESPACE}/{name}",
-                                             "--print-value-only"]).stdout
+def stored(lab, spec, resource, name) -> bytes:
+    argv = etcdctl(spec) + RAW_TIMEOUTS + ["get", f"/registry/{resource}/{NAMESPACE}/{name}", "--print-value-only"]
+    return lab.lab.exec("etcd-1", argv).stdout
 
 
-def stored_prefixes(lab, resource) -> dict[str, bytes]:
+def stored_prefixes(lab, spec, resource) -> dict[str, bytes]:
     """Every key under /registry/<resource>/ and how its value starts."""
-    out = lab.lab.exec("etcd-1", RAW + ["get", "--prefix", f"/registry/{resource}/", "-w", "json"]).stdout
+    argv = etcdctl(spec) + RAW_TIMEOUTS + ["get", "--prefix", f"/registry/{resource}/", "-w", "json"]
+    out = lab.lab.exec("etcd-1", argv).stdout
     kvs = json.loads(out).get("kvs") or []
     return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv["value"])[:64] for kv in kvs}
 
@@ -81,7 +91,7 @@ def test_an_interrupted_rotation_resumes_and_leaves_every_object_under_the_new_k
     provider = lab_spec.spec.encryption.provider
     [old_key] = encryption_key_names(lab_spec, secrets_dir)
     for name in SECRETS:
-        assert stored(lab, "secrets", name).startswith(stored_prefix(provider, old_key).encode())
+        assert stored(lab, lab_spec.spec, "secrets", name).startswith(stored_prefix(provider, old_key).encode())
 
     command, env = rotate_command(lab_spec, lab_state)
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -118,12 +128,12 @@ def test_an_interrupted_rotation_resumes_and_leaves_every_object_under_the_new_k
     new_prefix = stored_prefix(provider, interrupted.new).encode()
     for name in SECRETS:
         assert read_back(cluster, "secret", name) == objects[name]
-        value = stored(lab, "secrets", name)
+        value = stored(lab, lab_spec.spec, "secrets", name)
         assert value.startswith(new_prefix) and objects[name].encode() not in value
     assert read_back(cluster, "configmap", CONFIGMAP) == objects[CONFIGMAP]
-    assert stored(lab, "configmaps", CONFIGMAP).startswith(new_prefix)
+    assert stored(lab, lab_spec.spec, "configmaps", CONFIGMAP).startswith(new_prefix)
     for resource in ("secrets", "configmaps"):
-        found = stored_prefixes(lab, resource)
+        found = stored_prefixes(lab, lab_spec.spec, resource)
         assert found and {k: v for k, v in found.items() if not v.startswith(new_prefix)} == {}, resource
 
     config = yaml.safe_load(lab.lab.exec("cp-1", ["cat", ENCRYPTION_CONFIG]).stdout)

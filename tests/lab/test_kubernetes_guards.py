@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+import live_cluster
 from hardened_cluster.core import converge
 
 pytestmark = pytest.mark.lab
@@ -29,7 +30,7 @@ def cluster(lab, lab_spec, lab_state, bundle):
     result, _ = converge(lab_spec, check=False, state=lab_state, progress=lines.append)
     assert result.succeeded, "\n".join(lines[-40:])
     assert "kubernetes" in result.phases
-    return {"kubeconfig": lab_state / "admin.conf", "kubectl": str(bundle.path("kubectl"))}
+    return live_cluster.access(lab_state, bundle)
 
 
 def sh(lab, script: str, check: bool = True) -> str:

@@ -10,18 +10,14 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from hardened_cluster.core import converge
-from live_cluster import kubectl, wait_for
+import live_cluster
+from live_cluster import kubectl, pod, wait_for
 
 pytestmark = pytest.mark.lab
 
 LATER = "hc-later"
-# busybox is in the bundle's kube-router image, on every node; no registry is reachable.
-TOOLBOX = "docker.io/cloudnativelabs/kube-router:v2.1.0"
-RESTRICTED = {"runAsNonRoot": True, "runAsUser": 65534, "allowPrivilegeEscalation": False,
-              "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
 POLICIES = {"default-deny", "allow-dns", "allow-same-namespace"}
 
 
@@ -32,7 +28,7 @@ def cluster(lab, lab_spec, lab_state, bundle):
     result, _ = converge(lab_spec, check=False, state=lab_state, progress=lines.append)
     assert result.succeeded, "\n".join(lines[-40:])
     assert "objects" in result.phases
-    cluster = {"kubeconfig": lab_state / "admin.conf", "kubectl": str(bundle.path("kubectl"))}
+    cluster = live_cluster.access(lab_state, bundle)
     kubectl(cluster, "-n", "kube-system", "rollout", "status", "deployment/namespace-baseline", "--timeout=180s",
             timeout=200)
     return cluster
@@ -66,18 +62,6 @@ def default_sa(cluster) -> dict:
 
 def labels(cluster) -> dict:
     return get(cluster, "namespace", LATER)["metadata"].get("labels", {})
-
-
-def pod(name, namespace, command, node=None, security=None, automount=False) -> str:
-    spec = {"restartPolicy": "Never",
-            "containers": [{"name": "c", "image": TOOLBOX, "imagePullPolicy": "Never", "command": command,
-                            "securityContext": security or RESTRICTED}]}
-    if automount is not None:
-        spec["automountServiceAccountToken"] = automount
-    if node:
-        spec["nodeName"] = node
-    return yaml.safe_dump({"apiVersion": "v1", "kind": "Pod",
-                           "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}}, "spec": spec})
 
 
 def server(cluster, name, namespace, node) -> str:

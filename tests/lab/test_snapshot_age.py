@@ -8,14 +8,12 @@ import pytest
 from hardened_cluster.core import converge
 from hardened_cluster import resources
 from hardened_cluster.deliver import _environment
+from live_cluster import etcdctl
 
 pytestmark = pytest.mark.lab
 
 PHASES = ["hosts", "etcd"]
 ETCD = ("etcd-1", "etcd-2", "etcd-3")
-ETCDCTL = ["env", "ETCDCTL_API=3", "/usr/bin/etcdctl", "--endpoints=https://127.0.0.1:2379",
-           "--cacert=/etc/etcd/pki/ca.crt", "--cert=/etc/etcd/pki/healthcheck-client.crt",
-           "--key=/etc/etcd/pki/healthcheck-client.key"]
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +27,16 @@ def _sh(lab, node, script, check=True):
     return lab.lab.exec(node, ["sh", "-c", script], check=check)
 
 
-def _member_state(lab, node):
+def _member_state(lab, spec, node):
     """What a restore would change: etcd's start time, the data dirs beside it, the test key."""
     started = _sh(lab, node, "systemctl show -p ActiveState,ExecMainStartTimestamp etcd").stdout.decode()
     dirs = _sh(lab, node, "ls -d /var/lib/etcd* /var/lib/etcd-restore 2>/dev/null; true").stdout.decode()
-    value = lab.lab.exec(node, ETCDCTL + ["get", "hc-age-test", "--print-value-only"]).stdout.decode().strip()
+    value = lab.lab.exec(node, etcdctl(spec) + ["get", "hc-age-test", "--print-value-only"]).stdout.decode().strip()
     return started, dirs, value
 
 
 def test_snapshot_is_age_and_tampered_one_is_refused_by_restore(applied, lab, lab_spec, lab_state):
-    lab.lab.exec("etcd-1", ETCDCTL + ["put", "hc-age-test", "before-snapshot"])
+    lab.lab.exec("etcd-1", etcdctl(lab_spec.spec) + ["put", "hc-age-test", "before-snapshot"])
     lab.lab.exec("etcd-1", ["systemctl", "start", "etcd-snapshot.service"])
     snapshot = _sh(lab, "etcd-1", "ls -1t /var/backups/etcd/etcd-*.db.age | head -1").stdout.decode().strip()
     assert snapshot, "the timer's service wrote no .db.age snapshot"
@@ -57,7 +55,7 @@ data[len(data) // 2] ^= 0x01
 open(path, 'wb').write(data)
 PY
 cd /var/backups/etcd && sha256sum {name} > {name}.sha256""")
-    before = {n: _member_state(lab, n) for n in ETCD}
+    before = {n: _member_state(lab, lab_spec.spec, n) for n in ETCD}
 
     run = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(lab_state / "inventory.yml"),
@@ -70,7 +68,7 @@ cd /var/backups/etcd && sha256sum {name} > {name}.sha256""")
     assert "Stop etcd on every member" not in out, out
     # Nothing restored: every member still runs the same etcd process on the same data, the key intact,
     # and the restore left no decrypted copy behind.
-    after = {n: _member_state(lab, n) for n in ETCD}
+    after = {n: _member_state(lab, lab_spec.spec, n) for n in ETCD}
     assert after == before
     assert all(state[2] == "before-snapshot" for state in after.values()), after
     assert all("restore" not in state[1] for state in after.values()), after
