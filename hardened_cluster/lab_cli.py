@@ -33,7 +33,9 @@ def run(args) -> int:
                 keys = lab.up(nodes)
             for node in nodes:
                 print(f"{node.name:<10} {node.address:<14} {keys[node.name]}")
-            print(f"admin: ssh -i {lab.admin_key} {lab.admin_user}@<address>")
+            ports = sorted({n.ssh_port for n in nodes})
+            port = "" if ports == [22] else f" -p {ports[0]}" if len(ports) == 1 else " -p <port>"
+            print(f"admin: ssh -i {lab.admin_key}{port} {lab.admin_user}@<address>")
         elif args.lab_command == "down":
             lab.down()
             print("lab is down: no nodes, mounts, cgroups, namespaces or links left")

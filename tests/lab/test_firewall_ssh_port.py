@@ -88,7 +88,8 @@ def test_guard_refuses_a_ruleset_that_drops_the_controllers_ssh(moved, state):
     result, _ = converge(narrowed, check=False, phases=["hosts"], hosts=[node], state=state)
     assert not result.succeeded
     errors = " ".join(result.hosts[node].errors)
-    assert f"does not admit firewall_controller_address={lab.controller_address} to SSH" in errors, errors
+    assert (f"does not admit firewall_controller_address={lab.controller_address} to SSH (add it to "
+            "network.admin_cidrs in the cluster spec)") in errors, errors
     # Nothing was delivered or loaded, and the controller still gets in on the moved port.
     assert {path: lab.exec(node, argv).stdout for path, argv in
             (("table", TABLE), ("file", ["cat", "/etc/nftables.conf"]))} == before
