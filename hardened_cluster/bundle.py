@@ -31,8 +31,6 @@ BUNDLE_MANIFEST = "bundle.json"
 BUNDLE_SCHEMA = 1
 DEFAULT_KUBERNETES = "1.35.4"
 GO_TIMEOUT = 3 * 3600.0
-# kubeadm's default registry: the images are tagged exactly as `kubeadm config images list` names them.
-REGISTRY = "registry.k8s.io"
 
 
 class BundleError(Exception):

@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives import serialization
 if TYPE_CHECKING:
     from hardened_cluster.spec import Node, Spec
 
+# The kubeadm configuration API every rendered kubeadm file and the typed ClusterConfiguration use.
+KUBEADM_API = "kubeadm.k8s.io/v1beta4"
 CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 # The kubeconfig kubeadm writes on every control plane (cluster-admin; root only).
 ADMIN_KUBECONFIG = "/etc/kubernetes/admin.conf"
@@ -162,7 +164,7 @@ def cluster_configuration(spec: Spec, etcd_endpoints: list[str]) -> dict:
         return [{"name": name, "value": value} for name, value in pairs]
 
     return {
-        "apiVersion": "kubeadm.k8s.io/v1beta4",
+        "apiVersion": KUBEADM_API,
         "kind": "ClusterConfiguration",
         "clusterName": spec.cluster.name,
         "kubernetesVersion": f"v{spec.cluster.kubernetes_version}",
@@ -277,4 +279,4 @@ def node_labels(labels: dict[str, str], runtimes: list[str]) -> str:
 
 
 TEMPLATE_FILTERS = {"ca_cert_hash": ca_cert_hash, "runtime_label": runtime_label, "node_labels": node_labels}
-TEMPLATE_GLOBALS = {"CRI_SOCKET": CRI_SOCKET, "TLS_CIPHER_SUITES": TLS_CIPHER_SUITES}
+TEMPLATE_GLOBALS = {"CRI_SOCKET": CRI_SOCKET, "TLS_CIPHER_SUITES": TLS_CIPHER_SUITES, "KUBEADM_API": KUBEADM_API}

@@ -28,8 +28,6 @@ from hardened_cluster.secrets import ClusterSecrets
 from hardened_cluster.spec import LoadedSpec, Node, Spec
 
 
-# Kubernetes version -> the CRI/kubeadm API versions its config files use.
-KUBEADM_API = "kubeadm.k8s.io/v1beta4"
 # containerd's handler name of each sandbox runtime (the RuntimeClass name); runc's is its own.
 SANDBOX_HANDLERS = {"gvisor": "runsc", "kata": "kata"}
 
