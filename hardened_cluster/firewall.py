@@ -120,7 +120,7 @@ def node_rules(spec: Spec, node: Node) -> list[Rule]:
         rules.append(Rule("etcd-client", "tcp", str(spec.etcd.client_port), control_plane + etcd))
         rules.append(Rule("etcd-peer", "tcp", str(spec.etcd.peer_port), etcd))
     if "control-plane" in roles:
-        port = spec.cluster.control_plane_endpoint.rpartition(":")[2]
+        port = str(spec.cluster.api_port)
         # Pods reach the API server through the kubernetes Service, from pod addresses.
         rules.append(Rule("kube-apiserver", "tcp", port, admins + kube_nodes + (spec.network.pod_cidr,)))
     if roles & {"control-plane", "worker"}:

@@ -183,7 +183,7 @@ def cluster_configuration(spec: Spec, etcd_endpoints: list[str]) -> dict:
 
 def local_api_endpoint(spec: Spec, node: Node) -> dict:
     """Where a control plane's API server listens (its InitConfiguration's localAPIEndpoint)."""
-    return {"advertiseAddress": str(node.address), "bindPort": int(spec.cluster.control_plane_endpoint.rpartition(":")[2])}
+    return {"advertiseAddress": str(node.address), "bindPort": spec.cluster.api_port}
 
 
 _SECTIONS = {"kube-apiserver": "apiServer", "kube-controller-manager": "controllerManager", "kube-scheduler": "scheduler"}

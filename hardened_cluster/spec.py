@@ -149,6 +149,16 @@ class Cluster(Model):
     def minor(self) -> int:
         return int(self.kubernetes_version.split(".")[1])
 
+    @property
+    def api_host(self) -> str:
+        """The endpoint's host, an IPv6 address without its brackets."""
+        return self.control_plane_endpoint.rpartition(":")[0].strip("[]")
+
+    @property
+    def api_port(self) -> int:
+        """The endpoint's port: what the API servers listen on and the firewall opens."""
+        return int(self.control_plane_endpoint.rpartition(":")[2])
+
 
 def _is_host(host: str) -> bool:
     if host.startswith("[") and host.endswith("]"):
@@ -829,7 +839,7 @@ def _other_issues(spec: Spec, base_dir: Path) -> list[SpecIssue]:
             issues.append(SpecIssue(f"namespaces[{i}].name", f"duplicate namespace '{ns.name}'"))
         seen[ns.name] = i
     managed = {spec.etcd.client_port: "etcd.client_port", spec.etcd.peer_port: "etcd.peer_port"}
-    managed.setdefault(int(spec.cluster.control_plane_endpoint.rpartition(":")[2]), "the API server port")
+    managed.setdefault(spec.cluster.api_port, "the API server port")
     managed.setdefault(10250, "the kubelet port")
     for node in spec.nodes:
         managed.setdefault(spec.ssh_port(node), "the SSH port")

@@ -99,7 +99,7 @@ def _family_issues(spec: Spec) -> list[SpecIssue]:
     named += [(f"firewall.nodeport_range.sources[{i}]", c) for i, c in enumerate(spec.firewall.nodeport_range.sources)]
     for i, port in enumerate(spec.firewall.extra_ports):
         named += [(f"firewall.extra_ports[{i}].sources[{j}]", c) for j, c in enumerate(port.sources)]
-    host = spec.cluster.control_plane_endpoint.rpartition(":")[0].strip("[]")
+    host = spec.cluster.api_host
     try:
         named.append(("cluster.control_plane_endpoint", ipaddress.ip_address(host)))
     except ValueError:
@@ -149,7 +149,7 @@ def _address_issues(spec: Spec) -> list[SpecIssue]:
                                         "not a host address"))
         if node.address.is_multicast or node.address.is_unspecified or node.address.is_loopback:
             issues.append(SpecIssue(f"nodes[{i}].address", f"{node.address} is not a unicast host address"))
-    host = spec.cluster.control_plane_endpoint.rpartition(":")[0].strip("[]")
+    host = spec.cluster.api_host
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -262,7 +262,7 @@ def _access_issues(spec: Spec) -> list[SpecIssue]:
         elif base in seen:
             issues.append(SpecIssue(path, f"'{unit}' is listed twice"))
         seen.add(base)
-    api_port = int(spec.cluster.control_plane_endpoint.rpartition(":")[2])
+    api_port = spec.cluster.api_port
     fixed = {10250: "the kubelet port", 10257: "kube-controller-manager's port", 10259: "kube-scheduler's port",
              10249: "kube-proxy's metrics port", 10256: "kube-proxy's health port"}
     if api_port in fixed:

@@ -153,7 +153,7 @@ def test_no_rule_opens_api_or_etcd_to_everyone(pulumi_mocks, sample_doc):
             loaded = load(regs[name].inputs["spec"], str(SAMPLE))
             spec = loaded.spec
             ports = CONTROL_PORTS | {spec.etcd.client_port, spec.etcd.peer_port,
-                                     int(spec.cluster.control_plane_endpoint.rpartition(":")[2])}
+                                     spec.cluster.api_port}
             for node in spec.nodes:
                 for rule in node_rules(spec, node):
                     if _ports(rule.port) & ports:
