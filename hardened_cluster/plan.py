@@ -137,6 +137,10 @@ class Context:
     def cluster_configuration(self) -> dict:
         return kubeadm.cluster_configuration(self.spec, self.etcd_endpoints)
 
+    @property
+    def etcd_cluster_token(self) -> str:
+        return etcd_cluster_token(self.spec)
+
     @cached_property
     def etcd_initial_cluster(self) -> str:
         return ",".join(f"{n.name}=https://{_host(n)}:{self.spec.etcd.peer_port}" for n in self.etcd_members)
@@ -159,6 +163,11 @@ class Context:
 
 def _host(node: Node) -> str:
     return f"[{node.address}]" if node.address.version == 6 else str(node.address)
+
+
+def etcd_cluster_token(spec: Spec) -> str:
+    """etcd's initial-cluster-token: the members' config and a restore's new cluster use the same."""
+    return f"{spec.cluster.name}-etcd"
 
 
 def etcd_endpoints(spec: Spec) -> list[str]:

@@ -11,7 +11,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hardened_cluster import access, artifacts, kube_bench, kubeadm
-from hardened_cluster.plan import CONTROL_PLANE_CONFIG, SANDBOX_HANDLERS, HostFacts, HostPlan, Plan, etcd_endpoints
+from hardened_cluster.pki import RENEW_BEFORE
+from hardened_cluster.plan import (CONTROL_PLANE_CONFIG, SANDBOX_HANDLERS, HostFacts, HostPlan, Plan, etcd_cluster_token,
+                                   etcd_endpoints)
 from hardened_cluster.spec import Node
 
 CONNECTION = "connection"
@@ -72,7 +74,7 @@ def role_vars(plan: Plan, node: Node, plan_dir: Path, roles: Iterable[str] | Non
             "etcd_client_port": spec.etcd.client_port,
             "etcd_peer_port": spec.etcd.peer_port,
             "etcd_data_dir": str(spec.etcd.data_dir),
-            "etcd_cluster_token": f"{spec.cluster.name}-etcd",
+            "etcd_cluster_token": etcd_cluster_token(spec),
             "etcd_bin_dir": spec.etcd_bin_dir,
             **artifacts.etcd_host_vars(spec),
             "etcd_snapshot_enabled": snap.enabled,
@@ -122,6 +124,7 @@ def _kubernetes_vars(plan: Plan, host: HostPlan, plan_dir: Path, want) -> dict[s
                 "control_plane_apiserver_inputs_sha256": kubeadm.start_inputs_digest(
                     cluster, {f.path: f.sha256 for f in host.for_role("control_plane")}),
                 "control_plane_admin_conf_dest": str(plan_dir.parent / "admin.conf"),
+                "control_plane_certs_renew_within_days": RENEW_BEFORE.days,
             }
         if want("cluster_objects"):
             labelled = {name: _sandboxes(other) for name, other in plan.hosts.items() if _sandboxes(other)}
