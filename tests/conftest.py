@@ -14,8 +14,9 @@ TEARDOWN_MODULE = "test_lab_teardown.py"
 OWN_LAB_MODULES = {"test_firewall_ssh_port.py"}
 # Every host's full rerun, proving each module before restored what it changed: after them.
 LAST_CLUSTER_MODULE = "test_kubernetes_rerun.py"
-# Recreates etcd from empty to start from Debian's 3.4: after every other cluster test.
-AFTER_CLUSTER_MODULES = {"test_bundle_etcd.py"}
+# After every other cluster test: they recreate etcd from empty (Debian's 3.4 to start from; the Pulumi
+# tier providers with a state store of their own, so other certificates).
+AFTER_CLUSTER_MODULES = {"test_bundle_etcd.py", "test_providers_lab.py"}
 
 
 def spec_path() -> Path:

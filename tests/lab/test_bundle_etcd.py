@@ -14,6 +14,7 @@ import pytest
 
 from hardened_cluster.core import converge
 from hardened_cluster.spec import load_spec
+from live_cluster import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -86,9 +87,10 @@ def test_bundle_etcd_replaces_debian_etcd_without_losing_quorum_or_data(lab, bun
     assert result.succeeded, "\n".join(lines[-30:])
     # Each member went through 3.5 and on to the bundle's 3.6, one at a time.
     assert sum("Run each member on the step version" in line for line in lines) >= 1
+    # The leader raises the cluster version once every member runs 3.6: a few seconds after the last one.
     for node in MEMBERS:
-        seen = version(lab, node)
-        assert (seen["etcdserver"], seen["etcdcluster"]) == ("3.6.16", "3.6.0"), node
+        wait_for(f"{node} at cluster version 3.6", lambda: version(lab, node)["etcdcluster"] == "3.6.0", timeout=60)
+        assert version(lab, node)["etcdserver"] == "3.6.16", node
     # Writes went on throughout: never a gap long enough for a lost quorum.
     times = [started] + [t for t, _ in written] + [finished]
     assert len(written) > 10
