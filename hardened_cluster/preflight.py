@@ -5,14 +5,18 @@ Runs before Ansible touches anything, so a changed host key stops the run with n
 from __future__ import annotations
 
 import base64
+import json
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
 from typing import NamedTuple
 
 import paramiko
 
 from hardened_cluster.errors import DeliveryError
 from hardened_cluster.plan import HostFacts
+from hardened_cluster.secrets import write_private
 from hardened_cluster.spec import LoadedSpec, Node
 
 # /dev/kvm alone is not enough for Kata: its VMs talk to the agent over vhost-vsock.
@@ -145,3 +149,29 @@ def preflight_with(
 def preflight(loaded: LoadedSpec, hosts: list[str] | None = None) -> dict[str, HostFacts]:
     """Facts per host; raises DeliveryError naming the first host that fails."""
     return preflight_with(loaded, hosts, {})[0]
+
+
+FACTS_FILE = "facts.json"
+
+
+def remembered_facts(state: Path) -> dict[str, HostFacts]:
+    """What the last preflights found per host (the state directory's facts.json)."""
+    path = state / FACTS_FILE
+    return {h: HostFacts(**f) for h, f in json.loads(path.read_text()).items()} if path.is_file() else {}
+
+
+def remember_facts(loaded: LoadedSpec, state: Path, found: dict[str, HostFacts]) -> dict[str, HostFacts]:
+    """Every spec node's facts: those just found, else those remembered. A run limited to some hosts
+    still renders the others as they are (their runtimes decide the sandbox labels cluster_objects puts
+    on them, and which artifacts are fetched)."""
+    known = remembered_facts(state)
+    facts = {n.name: found.get(n.name) or known[n.name] for n in loaded.spec.nodes
+             if n.name in found or n.name in known}
+    write_private(state / FACTS_FILE, json.dumps({h: asdict(f) for h, f in sorted(facts.items())}, indent=1))
+    return facts
+
+
+def unknown_hosts(loaded: LoadedSpec, state: Path, hosts: list[str]) -> list[str]:
+    """The spec nodes outside `hosts` that no preflight has seen yet: they are asked too."""
+    known = remembered_facts(state)
+    return [n.name for n in loaded.spec.nodes if n.name not in hosts and n.name not in known]
