@@ -24,6 +24,13 @@ def _spec_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", required=True, type=Path, help="inventories/<env>/cluster.yaml")
 
 
+def _days(text: str) -> int:
+    """A whole number of days, 1 or more (argparse turns the error into exit 2 with the option's name)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days, 1 or more")
+    return int(text)
+
+
 def _state(loaded: LoadedSpec) -> Path:
     from hardened_cluster.secrets import state_dir
 
@@ -150,6 +157,22 @@ def cmd_rotate_encryption_key(args) -> int:
     return EXIT_OK if report.succeeded else EXIT_FINDINGS
 
 
+def cmd_rotate_kubeadm_certs(args) -> int:
+    from hardened_cluster.cert_renewal import renew_kubeadm_certs
+
+    loaded = load_spec(args.spec)
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else (lambda line: print(line, flush=True))
+    report = renew_kubeadm_certs(loaded, _state(loaded), within_days=args.within, progress=say,
+                                 tasks=None if args.quiet or args.json else say)
+    if args.json:
+        print(report.to_json(), end="")
+    else:
+        count = sum(len(names) for names in report.renewed.values())
+        print(f"rotate kubeadm-certs: {'succeeded' if report.succeeded else 'FAILED'}; {count} renewed "
+              f"in {report.seconds}s; report: {report.report}")
+    return EXIT_OK if report.succeeded else EXIT_FINDINGS
+
+
 def cmd_artifacts_pin(args) -> int:
     from hardened_cluster.artifacts import pin
 
@@ -219,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--quiet", action="store_true", help="no per-task progress")
     key.add_argument("--json", action="store_true", help="print the JSON report (progress goes to stderr)")
     key.set_defaults(func=cmd_rotate_encryption_key)
+    renew = rotate_sub.add_parser("kubeadm-certs", help=(
+        "renew kubeadm's certificates and kubeconfigs on every control plane (kubeadm certs renew) and restart "
+        "the static pods, one control plane at a time; apply does it for those within the renewal window"))
+    _spec_arg(renew)
+    renew.add_argument("--within", type=_days, metavar="DAYS",
+                       help="only those that expire within DAYS days (default: every one)")
+    renew.add_argument("--quiet", action="store_true", help="no per-task progress")
+    renew.add_argument("--json", action="store_true", help="print the JSON report (progress goes to stderr)")
+    renew.set_defaults(func=cmd_rotate_kubeadm_certs)
     p = sub.add_parser("artifacts", help="the pinned binaries the Kubernetes phases install")
     art_sub = p.add_subparsers(dest="artifacts_command", required=True, parser_class=Parser)
     pin_parser = art_sub.add_parser("pin", help="print manifest pins for a Kubernetes version (needs the internet)")

@@ -12,7 +12,7 @@ from hardened_cluster.cis import check_plan
 from hardened_cluster.converged import Stamps, fingerprint_command, fingerprints, parse_fingerprint
 from hardened_cluster.deliver import NEEDS_KUBERNETES_BINARIES, PHASES, HostResult, RunResult, run
 from hardened_cluster.plan import Plan, load_templates, make_environment, render_plan
-from hardened_cluster.preflight import preflight, preflight_with
+from hardened_cluster.preflight import preflight, preflight_with, remember_facts, unknown_hosts
 from hardened_cluster.secrets import resolve_secrets, state_dir, write_private
 from hardened_cluster.spec import LoadedSpec, Spec
 
@@ -43,7 +43,8 @@ def select_phases(spec: Spec, wanted: list[str] | None) -> tuple[list[str], dict
 
 def plan_for(loaded: LoadedSpec, state: Path, hosts: list[str] | None = None) -> Plan:
     """Preflight (pinned host keys, facts), then the plan rendered with those facts."""
-    facts = preflight(loaded, hosts)
+    asked = None if hosts is None else hosts + unknown_hosts(loaded, state, hosts)
+    facts = remember_facts(loaded, state, preflight(loaded, asked))
     return render_plan(loaded, resolve_secrets(loaded, state), facts)
 
 
@@ -56,10 +57,12 @@ def converge(
     progress: Callable[[str], None] | None = None,
     state: Path | None = None,
     full: bool = False,
+    extra_vars: dict | None = None,
 ) -> tuple[RunResult, Path]:
     """Apply (check=False) or detect drift (check=True); returns the result and its JSON report.
 
-    Hosts unchanged since their last successful apply are left out of the Ansible run, unless `full`.
+    Hosts unchanged since their last successful apply are left out of the Ansible run, unless `full`
+    (a run with `extra_vars`, which the rerun key does not see, is always full).
     """
     state = state or state_dir(loaded.spec.cluster.name)
     selected, skipped = select_phases(loaded.spec, phases)
@@ -67,17 +70,20 @@ def converge(
     if selected:
         started = time.monotonic()
         targets = hosts or [n.name for n in loaded.spec.nodes]
+        full = full or bool(extra_vars)
         stamps = Stamps(state)
         requests = {} if full else stamps.requests(targets)
         env = make_environment()
         # The hosts answer while the secrets load and the templates compile: both are fixed costs.
         with ThreadPoolExecutor(max_workers=1) as background:
             asking = background.submit(
-                preflight_with, loaded, targets, {h: fingerprint_command(r) for h, r in requests.items()}
+                preflight_with, loaded, targets + unknown_hosts(loaded, state, targets),
+                {h: fingerprint_command(r) for h, r in requests.items()}
             )
             secrets = resolve_secrets(loaded, state)
             load_templates(env)
-            facts, answers = asking.result()
+            probed, answers = asking.result()
+        facts = remember_facts(loaded, state, probed)
         plan = render_plan(loaded, secrets, facts, env)
         fetch_for(plan, selected)
         found = {h: parse_fingerprint(answers.get(h)) for h in targets}
@@ -90,7 +96,8 @@ def converge(
         if todo:
             for host in set(todo) & set(benched):
                 kube_bench.forget(state, host)
-            result = run(plan, state, phases=selected, check=check, hosts=todo, progress=progress, reports=reports)
+            result = run(plan, state, phases=selected, check=check, hosts=todo, progress=progress, reports=reports,
+                         extra_vars=extra_vars)
         else:
             result = RunResult(mode, selected, {}, "successful", 0, 0.0, {})
         for host, report in reports.items():

@@ -334,10 +334,12 @@ def run(
     progress: Callable[[str], None] | None = None,
     forks: int = 20,
     reports: dict[str, dict] | None = None,
+    extra_vars: dict | None = None,
 ) -> RunResult:
     """Run the roles of `phases` on `hosts` (default all). Preflight must have passed.
 
     `reports` receives each host's kube-bench report (the benchmark phase's `kube_bench_report` fact).
+    `extra_vars` override role variables for this run only (a day-2 command's one-off setting).
     """
     from ansible_runner.interface import init_runner
 
@@ -358,6 +360,7 @@ def run(
         limit=",".join(targets),
         cmdline="--check --diff" if check else None,
         envvars=_environment(state, forks),
+        extravars=extra_vars or None,
         suppress_env_files=True,
         quiet=True,
         event_handler=events,

@@ -1,21 +1,30 @@
 """`hardened-cluster certs` on the live cluster: it lists what the nodes really hold (compared with `openssl x509`
 there), exits 0 on a fresh cluster, names a member holding an older, soon expiring etcd certificate and exits 1,
 and is clean again once apply has put the state store's copy back.
+
+`hardened-cluster rotate kubeadm-certs` renews nothing within a window no certificate is in, and with the
+default window renews every kubeadm certificate: the API server then serves a new certificate, the static
+pods were restarted, the admin kubeconfig in the state store carries a new client certificate that works,
+and a full rerun on the control plane changes nothing.
 """
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import os
+import ssl
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from live_cluster import apply
+import live_cluster
+from live_cluster import apply, kubectl
 
 pytestmark = pytest.mark.lab
 
@@ -29,6 +38,7 @@ MEMBER = "etcd-2"
 def cluster(lab, lab_spec, lab_state, bundle):
     """Every phase applied to the lab (from empty when this module runs alone)."""
     assert "kubernetes" in apply(lab_spec, lab_state).phases
+    return live_cluster.access(lab_state, bundle)
 
 
 def certs(lab_spec, lab_state) -> tuple[int, dict]:
@@ -126,3 +136,57 @@ def test_an_older_etcd_certificate_on_a_member_is_named_and_apply_restores_the_s
     assert openssl(lab, MEMBER, ETCD_SERVER)["serial"] == store.serial_number
     rc, report = certs(lab_spec, lab_state)
     assert (rc, report["findings"]) == (0, [])
+
+
+def rotate_kubeadm_certs(lab_spec, lab_state, *extra) -> dict:
+    env = {**os.environ, "HC_STATE_DIR": str(lab_state.parent)}
+    run = subprocess.run([sys.executable, "-m", "hardened_cluster.cli", "rotate", "kubeadm-certs", "--spec",
+                          str(lab_spec.path), "--json", *extra], capture_output=True, text=True, env=env, timeout=1200)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    return json.loads(run.stdout)
+
+
+def served_serial(lab_spec) -> int:
+    """The serial of the certificate cp-1's API server presents."""
+    address = str(lab_spec.spec.node(CP).address)
+    port = lab_spec.spec.cluster.api_port
+    pem = ssl.get_server_certificate((address, port), timeout=10)
+    return x509.load_pem_x509_certificate(pem.encode()).serial_number
+
+
+def admin_client_serial(lab_state) -> int:
+    user = yaml.safe_load((lab_state / "admin.conf").read_text())["users"][0]["user"]
+    return x509.load_pem_x509_certificate(base64.b64decode(user["client-certificate-data"])).serial_number
+
+
+def control_plane_containers(lab) -> dict[str, str]:
+    found = json.loads(on_node(lab, CP, "crictl ps --state running -o json"))["containers"]
+    return {c["metadata"]["name"]: c["id"] for c in found
+            if c["metadata"]["name"] in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")}
+
+
+def test_kubeadm_certificates_are_renewed_and_served_after_the_static_pods_restart(cluster, lab, lab_spec, lab_state):
+    serial, admin, containers = served_serial(lab_spec), admin_client_serial(lab_state), control_plane_containers(lab)
+    assert len(containers) == 3
+
+    # A fresh cluster has nothing expiring within a day: nothing is renewed, nothing restarts.
+    narrow = rotate_kubeadm_certs(lab_spec, lab_state, "--within", "1")
+    assert narrow["succeeded"] and narrow["renewed"] == {CP: []}, narrow
+    assert (served_serial(lab_spec), control_plane_containers(lab)) == (serial, containers)
+
+    every = rotate_kubeadm_certs(lab_spec, lab_state)
+    assert every["succeeded"], every
+    assert {"apiserver", "apiserver-kubelet-client", "front-proxy-client", "admin.conf", "controller-manager.conf",
+            "scheduler.conf"} <= set(every["renewed"][CP]), every
+    restarted = control_plane_containers(lab)
+    assert set(restarted) == set(containers) and not set(restarted.values()) & set(containers.values())
+    assert served_serial(lab_spec) != serial
+    # The state store's admin kubeconfig is the renewed one, and it works.
+    assert admin_client_serial(lab_state) != admin
+    assert kubectl(cluster, "get", "--raw", "/readyz").stdout.strip() == "ok"
+    assert on_node(lab, CP, "find /etc/kubernetes/pki /etc/kubernetes/*.conf -type f ! -perm 0600") == ""
+    rc, report = certs(lab_spec, lab_state)
+    assert (rc, report["findings"]) == (0, [])
+    # What the renewal left is what the role wants: every task on the control plane, nothing to change.
+    rerun = apply(lab_spec, lab_state, hosts=[CP], full=True)
+    assert rerun.hosts[CP].changed == 0, [c.describe() for c in rerun.hosts[CP].changes]

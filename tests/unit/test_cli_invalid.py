@@ -268,3 +268,14 @@ def test_rotating_a_kms_v2_key_is_refused_contacting_nothing(guarded):
     assert "encryption.provider: kms-v2: the KMS plugin keeps and rotates the keys itself" in result.stderr
     assert guarded.contacted() == ""
     assert not guarded.state.exists()
+
+
+@pytest.mark.parametrize("days", ["0", "-3", "30.5", "soon"])
+def test_a_renewal_window_that_is_no_whole_number_of_days_is_refused_contacting_nothing(days, guarded):
+    result = guarded.run(["-m", "hardened_cluster.cli", "rotate", "kubeadm-certs", "--spec",
+                          str(ROOT / "inventories" / "sample" / "cluster.yaml"), "--within", days])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert f"argument --within: {days!r} is not a whole number of days, 1 or more" in result.stderr
+    assert guarded.contacted() == ""
+    assert not guarded.state.exists()
