@@ -28,6 +28,11 @@ from hardened_cluster.cis import LAB_EXCEPTIONS, Finding
 # kube-bench's targets on each kind of node. A control-plane node also runs a kubelet. The etcd
 # checks (2.x) are not run: etcd is external, its members are decided by `check` and drift.
 TARGETS = {"control-plane": ("master", "controlplane", "node"), "worker": ("node",)}
+# The processes kube-bench's checks read on each kind of node (the static pods', the kubelet's and
+# kube-proxy's command lines): the role waits for each before kube-bench runs, so a component that is
+# restarting is not judged as a set of failed flags.
+PROCESSES = {"control-plane": ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"),
+             "worker": ("kubelet", "kube-proxy")}
 
 # Where kube-bench's own test reads our cluster wrongly; each is excused only where `check` decides
 # the control PASS (on the same host, or for external etcd's files on the members).
@@ -79,6 +84,11 @@ def targets(roles) -> list[str]:
     return list(TARGETS["control-plane"] if "control-plane" in roles else TARGETS["worker"])
 
 
+def processes(roles) -> list[str]:
+    """The processes kube-bench reads on a node with these roles, each once."""
+    return list(dict.fromkeys(p for r in roles for p in PROCESSES.get(r, ())))
+
+
 def host_vars(spec, node) -> dict:
     """The kube_bench role's variables for a Kubernetes node: the verified cached files and what to run."""
     try:
@@ -88,7 +98,8 @@ def host_vars(spec, node) -> dict:
         raise KubeBenchError(f"kube-bench from the bundle at {spec.runtimes.bundle}: {exc}") from None
     return {"kube_bench_binary": {"src": str(cache_path(binary)), "version": binary.version},
             "kube_bench_cfg_archive": str(cache_path(cfg)), "kube_bench_benchmark": benchmark,
-            "kube_bench_targets": targets(node.roles)}
+            "kube_bench_targets": targets(node.roles),
+            "kube_bench_processes": processes(node.roles)}
 
 
 @dataclass(frozen=True)

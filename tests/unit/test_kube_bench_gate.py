@@ -112,3 +112,12 @@ def test_the_benchmark_phase_needs_the_bundle():
     phases, skipped = select_phases(sample, None)
     assert "kubernetes" in phases and "benchmark" not in phases
     assert "offline bundle" in skipped["benchmark"]
+
+
+def test_kube_bench_waits_for_the_processes_its_checks_read_on_each_kind_of_node():
+    # The control-plane checks read the static pods' command lines, the node checks the kubelet's and kube-proxy's.
+    assert kube_bench.processes(["control-plane"]) == ["kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                                                       "kubelet", "kube-proxy"]
+    assert kube_bench.processes(["worker"]) == ["kubelet", "kube-proxy"]
+    assert kube_bench.processes(["control-plane", "worker"]) == kube_bench.processes(["control-plane"])
+    assert kube_bench.processes(["etcd"]) == []
