@@ -89,8 +89,11 @@ def converge(
         found = {h: parse_fingerprint(answers.get(h)) for h in targets}
         unchanged = set() if full else stamps.unchanged(plan, selected, found)
         benched = [h for h in targets if "benchmark" in selected and {"control-plane", "worker"} & set(plan.hosts[h].node.roles)]
-        # An unchanged host keeps the kube-bench report of its last run; without one it runs again.
-        unchanged -= {h for h in benched if kube_bench.saved(state, h) is None}
+        findings = check_plan(plan) if benched else []
+        # An unchanged host keeps the kube-bench report of its last run; without one, or with one that
+        # fails the gate (a component may have been restarting), it runs again.
+        unchanged -= {h for h in benched if (saved := kube_bench.saved(state, h)) is None
+                      or kube_bench.judge(loaded.spec, h, saved, findings).gate_failures}
         todo = [h for h in targets if h not in unchanged]
         reports: dict[str, dict] = {}
         if todo:
@@ -103,7 +106,6 @@ def converge(
         for host, report in reports.items():
             kube_bench.save(state, host, report)
         if benched:
-            findings = check_plan(plan)
             result.kube_bench = {h: kube_bench.judge(loaded.spec, h, report, findings) if report is not None
                                  else kube_bench.missing() for h in benched
                                  if (report := kube_bench.saved(state, h)) is not None or not check}
