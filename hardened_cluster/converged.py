@@ -5,8 +5,8 @@ planned files, of the paths os_hardening enforces, of dpkg's package status and 
 the system directories the roles touch (mode, owner, size, modification and change times), the
 units they run, the runtime sysctls of the drop-in, the firewall's live table and swap. A later run
 whose plan and roles are unchanged, with the same phases or fewer, on a host whose fingerprint still
-matches, has nothing to do there, so Ansible runs only on the hosts that differ. Any doubt (no stamp, an unreadable host,
-another plan) means Ansible runs.
+matches, has nothing to do there, so Ansible runs only on the hosts that differ. Any doubt (no stamp,
+an unreadable host, another plan) means Ansible runs.
 """
 from __future__ import annotations
 
