@@ -30,14 +30,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hardened_cluster import kubeadm
+from hardened_cluster import bundle, kubeadm
 from hardened_cluster.cis import check_plan
 from hardened_cluster.plan import Plan, render_plan
 from hardened_cluster.secrets import resolve_secrets
 from hardened_cluster.spec import parse_spec
 
-# Where kube-bench's cfg/ is read from: the Go module cache (read-only); one place to change.
-KUBE_BENCH_CFG = Path("/var/cache/hardened-cluster/go/mod/github.com/aquasecurity/kube-bench@v0.14.0/cfg")
+# kube-bench's cfg/ in the Go module cache (read-only), at the version its build module pins.
+KUBE_BENCH = "github.com/aquasecurity/kube-bench"
+KUBE_BENCH_CFG = (Path(bundle.go_env()["GOMODCACHE"])
+                  / f"{KUBE_BENCH}@{bundle.pinned_version(bundle.BUILD_ROOT / 'kube-bench', KUBE_BENCH)}" / "cfg")
 BENCHMARK = "cis-1.11"
 if not (KUBE_BENCH_CFG / BENCHMARK / "master.yaml").is_file():
     pytest.skip(f"kube-bench's cfg/ is not at {KUBE_BENCH_CFG}", allow_module_level=True)

@@ -9,6 +9,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from hardened_cluster import bundle
 from hardened_cluster.plan import render_plan
 from hardened_cluster.secrets import resolve_secrets
 from hardened_cluster.spec import parse_spec
@@ -22,7 +23,7 @@ SYSTEM = {"kube-system", "kube-public", "kube-node-lease"}
 def bundle_data(**baseline) -> dict:
     """The sample spec with its artifacts from a bundle (where the controller's image is)."""
     data = yaml.safe_load(SAMPLE.read_text())
-    data["runtimes"].update(artifacts="bundle", bundle="/var/cache/hardened-cluster/bundle/1.35.4")
+    data["runtimes"].update(artifacts="bundle", bundle=str(bundle.default_out(bundle.DEFAULT_KUBERNETES)))
     data["runtimes"]["gvisor"]["platform"] = "ptrace"
     if baseline:
         data["namespace_baseline"] = baseline
