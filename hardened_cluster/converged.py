@@ -3,7 +3,8 @@
 After an apply succeeds, each host's managed state is fingerprinted over SSH: the metadata of the
 planned files, of the paths os_hardening enforces, of dpkg's package status and of everything under
 the system directories the roles touch (mode, owner, size, modification and change times), the
-units they run, the runtime sysctls of the drop-in, the firewall's live table and swap. A later run
+units they run, the runtime sysctls of the drop-in, the firewall's live table, swap, and which kubeadm
+certificates are due for renewal (time passing changes no file). A later run
 whose plan and roles are unchanged, with the same phases or fewer, on a host whose fingerprint still
 matches, has nothing to do there, so Ansible runs only on the hosts that differ. Any doubt (no stamp,
 an unreadable host, another plan) means Ansible runs.
@@ -77,6 +78,8 @@ def script(request: dict) -> str:
     health = [f"{shlex.join(argv)} >/dev/null 2>&1; echo \"health $?\"" for argv in request.get("health", [])]
     # The cluster objects' identities and versions: an object deleted or changed through the API moves them.
     objects = [f"{shlex.join(argv)} 2>&1" for argv in request.get("objects", [])]
+    # The certificates due for renewal: one falling due moves them, though no file changed.
+    due = [f"{shlex.join(argv)} 2>&1" for argv in request.get("due", [])]
     lines = [
         "set -f",  # unit names and key directories are expanded unquoted below
         "{",
@@ -87,6 +90,7 @@ def script(request: dict) -> str:
         *trees,
         *health,
         *objects,
+        *due,
         f"grep -H '' -- {sysctls} /proc/swaps 2>&1",
         f"units={q(' '.join(request['units']))}",
         # A service the host does not have cannot run; asking systemd about it costs PID 1 a unit load.
@@ -117,8 +121,20 @@ def fingerprint_request(plan: Plan, node: Node, phases: list[str]) -> dict:
     trees = [{"root": str(spec.etcd.data_dir), "owner": "etcd", "group": "etcd", "mode": "0700"}] if etcd else []
     health = [["env", "ETCDCTL_API=3", *etcdctl_argv(spec), "--command-timeout=5s", "endpoint", "health"]] if etcd else []
     objects = _objects_commands(plan) if "objects" in phases and node.name == _objects_host(plan) else []
+    due = _certs_due_commands(plan, node) if "kubernetes" in phases and "control-plane" in node.roles else []
     return {"walk": WALKED, "stat": stat, "files": files, "sysctl": keys, "units": units, "disabled": disabled,
-            "users": users, "trees": trees, "health": health, "objects": objects}
+            "users": users, "trees": trees, "health": health, "objects": objects, "due": due}
+
+
+def _certs_due_commands(plan: Plan, node: Node) -> list[list[str]]:
+    """The control_plane role's own check of kubeadm's certificates due for renewal (files/certs_due.py,
+    with the role's variables): a certificate entering the window changes its output."""
+    control_plane = role_vars(plan, node, Path("."), ["control_plane"]).get("control_plane")
+    if not control_plane:  # no Kubernetes binaries: the kubernetes phase does not run
+        return []
+    script = (resources.ROLES / "control_plane" / "files" / "certs_due.py").read_text()
+    return [["/usr/bin/python3", "-c", script, control_plane["control_plane_bin_dir"] + "/kubeadm",
+             control_plane["control_plane_render_config"], str(control_plane["control_plane_certs_renew_within_days"])]]
 
 
 def _objects_host(plan: Plan) -> str | None:

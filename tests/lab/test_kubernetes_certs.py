@@ -5,7 +5,8 @@ and is clean again once apply has put the state store's copy back.
 `hardened-cluster rotate kubeadm-certs` renews nothing within a window no certificate is in, and with the
 default window renews every kubeadm certificate: the API server then serves a new certificate, the static
 pods were restarted, the admin kubeconfig in the state store carries a new client certificate that works,
-and a full rerun on the control plane changes nothing.
+and a full rerun on the control plane changes nothing. A certificate falling due (a year on, simulated by a
+wider window) moves the rerun fingerprint, so a no-op apply does not skip it, and drift names it.
 """
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 import live_cluster
+from hardened_cluster import role_vars as role_vars_module
+from hardened_cluster.converged import fingerprints
+from hardened_cluster.plan import render_plan
+from hardened_cluster.secrets import resolve_secrets
 from live_cluster import apply, kubectl
 
 pytestmark = pytest.mark.lab
@@ -163,6 +168,21 @@ def control_plane_containers(lab) -> dict[str, str]:
     found = json.loads(on_node(lab, CP, "crictl ps --state running -o json"))["containers"]
     return {c["metadata"]["name"]: c["id"] for c in found
             if c["metadata"]["name"] in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")}
+
+
+def test_a_certificate_falling_due_moves_the_fingerprint_and_drift_names_it(cluster, lab, lab_spec, lab_state,
+                                                                          monkeypatch):
+    """Time passing changes no file, so a no-op apply would skip the renewal forever if the fingerprint did
+    not run the role's own check of what is due. A year from now is simulated by a window that every
+    kubeadm certificate (valid one year) is in: the fingerprint moves, and drift names each certificate."""
+    plan = render_plan(lab_spec, resolve_secrets(lab_spec, lab_state))
+    now = fingerprints(lab_spec, plan, [CP], ["kubernetes"])[CP][1]
+    assert now is not None and fingerprints(lab_spec, plan, [CP], ["kubernetes"])[CP][1] == now
+    monkeypatch.setattr(role_vars_module, "RENEW_BEFORE", timedelta(days=400))
+    assert fingerprints(lab_spec, plan, [CP], ["kubernetes"])[CP][1] != now
+    found = live_cluster.drift(lab_spec, lab_state, phases=["kubernetes"], hosts=[CP])
+    named = [c.item for c in found.get(CP, []) if c.task == "Report the certificates apply would renew"]
+    assert {"apiserver", "apiserver-kubelet-client", "front-proxy-client", "admin.conf"} <= set(named), found
 
 
 def test_kubeadm_certificates_are_renewed_and_served_after_the_static_pods_restart(cluster, lab, lab_spec, lab_state):

@@ -1,12 +1,15 @@
 """The rerun shortcut: a host is left out only when its plan key and fingerprint both still hold."""
 import os
+import shlex
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from hardened_cluster import resources
 from hardened_cluster.converged import Stamps, fingerprint_request, parse_fingerprint, script
+from hardened_cluster.pki import RENEW_BEFORE
 from hardened_cluster.plan import render_plan
 from hardened_cluster.secrets import resolve_secrets
 from hardened_cluster.spec import load_spec
@@ -127,3 +130,15 @@ def test_stat_only_directories_count_mode_not_entries_and_files_outside_the_walk
     (etc / "link").symlink_to("/elsewh")  # same length, another target
     assert _fingerprint(request) != after_edit
 
+
+
+def test_a_control_plane_fingerprint_runs_the_roles_own_renewal_check(plan):
+    """A kubeadm certificate entering the renewal window changes no file: the fingerprint runs the role's
+    check of what is due (its script, its window), so a no-op apply does not skip the renewal."""
+    cp = plan.spec.nodes_with("control-plane")[0]
+    [argv] = fingerprint_request(plan, cp, ["kubernetes"])["due"]
+    assert argv[:3] == ["/usr/bin/python3", "-c", (resources.ROLES / "control_plane" / "files" / "certs_due.py").read_text()]
+    assert argv[-1] == str(RENEW_BEFORE.days)
+    assert shlex.join(argv) in script(fingerprint_request(plan, cp, ["kubernetes"]))
+    assert fingerprint_request(plan, cp, PHASES)["due"] == []
+    assert fingerprint_request(plan, plan.spec.nodes_with("worker")[0], ["kubernetes"])["due"] == []
