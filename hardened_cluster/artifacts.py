@@ -33,6 +33,9 @@ KUBERNETES_BINARIES = ("kubeadm", "kubelet", "kubectl")
 # What each phase installs from the manifest, beyond the Kubernetes binaries.
 RUNTIME_TOOLS = ("crictl", "cni-plugins")
 GVISOR = ("runsc", "containerd-shim-runsc-v1")
+# containerd itself, its runc shim and ctr: Debian's 1.6 package serves the distro and release sources,
+# a bundle brings containerd 2 (the version its build module pins, as bundle.json records it).
+CONTAINERD = ("containerd", "containerd-shim-runc-v2", "ctr")
 KATA = ("kata",)
 ETCD = ("etcd", "etcdctl", "etcdutl")
 KUBE_BENCH = ("kube-bench", "kube-bench-cfg")  # the bundle's kube-bench and its cfg/ archive
@@ -154,6 +157,9 @@ INSTALL = {
     "etcdutl": "/usr/local/bin/etcdutl",
     "crictl": "/usr/local/bin",
     "cni-plugins": "/opt/cni/bin",
+    "containerd": "/usr/local/bin/containerd",
+    "containerd-shim-runc-v2": "/usr/local/bin/containerd-shim-runc-v2",
+    "ctr": "/usr/local/bin/ctr",
     "runsc": "/usr/local/bin/runsc",
     "containerd-shim-runsc-v1": "/usr/local/bin/containerd-shim-runsc-v1",
     "kata": "/",  # the static tarball holds ./opt/kata/...
@@ -174,6 +180,7 @@ def names_for(phases: Iterable[str], runtime_handlers: Iterable[str], etcd_membe
         # A release has one tarball of all three; a bundle has each binary and the upgrade steps.
         names += ETCD + bundle.ETCD_UPGRADE_STEPS if source == "bundle" else ETCD[:1]
     if "runtime" in phases and runtime_handlers:
+        names += CONTAINERD if source == "bundle" else ()
         names += RUNTIME_TOOLS
         names += GVISOR if "runsc" in runtime_handlers else ()
         names += KATA if "kata" in runtime_handlers else ()

@@ -262,6 +262,9 @@ FILES: list[FileRule] = [
     FileRule("/usr/local/sbin/runsc-containerd", "container_runtime", "0755",
              lambda c, n: "gvisor" in c.runtimes_on(n) and c.spec.gvisor_from_debian),
     FileRule("/etc/crictl.yaml", "container_runtime", "0644", _kube),
+    # The bundle's containerd has no package to bring a unit: ours starts /usr/local/bin/containerd.
+    FileRule("/etc/systemd/system/containerd.service", "container_runtime", "0644",
+             _all(_kube, lambda c, n: c.spec.containerd_from_bundle)),
     # kubelet on every Kubernetes node (CIS 4.1.1: service files 0600)
     FileRule("/etc/systemd/system/kubelet.service", "kubernetes_node", "0600", _kube),
     FileRule("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf", "kubernetes_node", "0600", _kube),
@@ -324,6 +327,9 @@ def make_environment() -> jinja2.Environment:
     env.globals.update(kubeadm.TEMPLATE_GLOBALS)
     env.globals["KUBE_ROUTER_IMAGE"] = bundle.kube_router_image()
     env.globals["NAMESPACE_BASELINE_IMAGE"] = bundle.namespace_baseline_image()
+    from hardened_cluster.artifacts import INSTALL  # artifacts imports this module
+
+    env.globals["CONTAINERD_BIN"] = INSTALL["containerd"]
     return env
 
 

@@ -372,6 +372,11 @@ class Spec(Model):
         return self.runtimes.artifacts != "release"
 
     @property
+    def containerd_from_bundle(self) -> bool:
+        """A bundle brings containerd 2 (config version 3, a unit of our own); otherwise Debian's 1.6."""
+        return self.runtimes.artifacts == "bundle"
+
+    @property
     def etcd_bin_dir(self) -> str:
         """Debian installs etcd in /usr/bin; release artifacts go to /usr/local/bin."""
         return "/usr/bin" if self.runtimes.artifacts == "distro" else "/usr/local/bin"

@@ -35,7 +35,7 @@ def cluster(lab, lab_spec, lab_state, bundle):
     return {"kubeconfig": kubeconfig, "kubectl": str(bundle.path("kubectl")), "seconds": time.monotonic() - started}
 
 
-def test_every_node_is_ready_and_the_api_server_is_ready(cluster):
+def test_every_node_is_ready_and_the_api_server_is_ready(cluster, bundle):
     def ready():
         nodes = json.loads(kubectl(cluster, "get", "nodes", "-o", "json").stdout)["items"]
         conditions = {n["metadata"]["name"]: {c["type"]: c["status"] for c in n["status"]["conditions"]}
@@ -43,6 +43,11 @@ def test_every_node_is_ready_and_the_api_server_is_ready(cluster):
         return len(nodes) == 3 and all(c.get("Ready") == "True" for c in conditions.values()) and nodes
     nodes = wait_for("all nodes Ready", ready, timeout=300)
     assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {"v1.35.4"}
+    # Every node's kubelet talks to the bundle's containerd 2, at the version bundle.json records.
+    runtime_versions = {n["status"]["nodeInfo"]["containerRuntimeVersion"] for n in nodes}
+    want = bundle.artifacts["containerd"].version.lstrip("v")
+    assert {v.partition("://")[0] + "://" + v.partition("://")[2].lstrip("v") for v in runtime_versions} == \
+        {f"containerd://{want}"}, runtime_versions
     readyz = kubectl(cluster, "get", "--raw", "/readyz?verbose").stdout
     assert readyz.strip().endswith("readyz check passed")
     assert "[-]" not in readyz

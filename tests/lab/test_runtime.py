@@ -15,6 +15,7 @@ import tomllib
 import pytest
 import yaml
 
+from hardened_cluster import bundle
 from hardened_cluster.core import converge
 from hardened_cluster.plan import make_environment
 
@@ -24,7 +25,8 @@ PHASES = ["runtime"]  # needs nothing from the hosts or etcd phases
 NAMESPACE = "hc-runtime-test"
 IMAGE = "hc.local/busybox:runtime-test"
 APPLETS = ("sh", "cat", "dmesg", "uname")
-CRI = "io.containerd.grpc.v1.cri"
+# The CRI plugin's runtime section: containerd 1.6's (config version 2) and containerd 2's (version 3).
+CRI = {2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1.runtime"}
 # Debian 12's runsc (20221219) takes every network namespace for the host's on kernels that give
 # each namespace its own net.core.rmem_default, and refuses to start with its network stack on.
 
@@ -91,7 +93,7 @@ def containerd_config(lab, node: str) -> dict:
 
 
 def runtimes(config: dict) -> dict:
-    return config["plugins"][CRI]["containerd"]["runtimes"]
+    return config["plugins"][CRI[config["version"]]]["containerd"]["runtimes"]
 
 
 def gvisor_handler() -> str:
@@ -137,6 +139,25 @@ def test_containerd_has_exactly_the_planned_handlers(lab, converged):
         assert mode == ["600", "root:root"]
         assert lab.lab.exec(node, ["systemctl", "is-enabled", "containerd"]).stdout.decode().strip() == "enabled"
         assert lab.lab.exec(node, ["systemctl", "is-active", "containerd"]).stdout.decode().strip() == "active"
+
+
+def test_the_bundles_containerd_runs_and_debians_is_gone(lab, lab_spec, converged):
+    """The lab nodes start with Debian's containerd 1.6 (the lab image): one apply leaves them on the
+    bundle's containerd, at the version bundle.json records, and nothing of Debian's package."""
+    spec = lab_spec.spec
+    assert spec.runtimes.artifacts == "bundle"
+    want = bundle.load(spec.runtimes.bundle).artifacts["containerd"].version
+    for node in ("cp-1", "worker-1", "worker-2"):
+        server = lab.lab.exec(node, ["ctr", "version"]).stdout.decode()
+        assert f"Version:  {want}" in server.split("Server:", 1)[1], server
+        assert containerd_config(lab, node)["version"] == 3
+        main_pid = lab.lab.exec(node, ["systemctl", "show", "-P", "MainPID", "containerd"]).stdout.decode().strip()
+        exe = lab.lab.exec(node, ["readlink", f"/proc/{main_pid}/exe"]).stdout.decode().strip()
+        assert exe == "/usr/local/bin/containerd"
+        dpkg = lab.lab.exec(node, ["dpkg-query", "-W", "-f", "${db:Status-Status}", "containerd"], check=False)
+        # Purged: dpkg knows nothing of it, or only that it is not installed (no config-files left).
+        assert dpkg.returncode != 0 or dpkg.stdout.decode() == "not-installed", dpkg.stdout.decode()
+        assert lab.lab.exec(node, ["test", "-e", "/usr/bin/containerd"], check=False).returncode != 0
 
 
 def test_runc_handler_runs_on_the_host_kernel(lab, image):

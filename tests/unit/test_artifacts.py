@@ -224,3 +224,14 @@ def test_fetch_for_stops_on_an_unpinned_artifact_before_ansible(tmp_path: Path) 
     with pytest.raises(ArtifactError, match=r'kubernetes\."1\.36"\.crictl \(amd64\) is not pinned yet'):
         artifacts.fetch_for(plan, ["runtime"], cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_bundle_node_gets_containerd_from_the_bundle_and_other_sources_keep_debians() -> None:
+    bundle_names = artifacts.names_for(["runtime"], ["runc", "runsc"], source="bundle")
+    assert set(artifacts.CONTAINERD) <= set(bundle_names)
+    assert all(artifacts.INSTALL[n] == f"/usr/local/bin/{n}" for n in artifacts.CONTAINERD)
+    for source in ("release", "distro"):
+        assert not set(artifacts.CONTAINERD) & set(artifacts.names_for(["runtime"], ["runc"], source=source))
+    # Off the runtime phase, or on a host without containerd (an etcd member), nothing of containerd.
+    assert not set(artifacts.CONTAINERD) & set(artifacts.names_for(["kubernetes"], ["runc"], source="bundle"))
+    assert not set(artifacts.CONTAINERD) & set(artifacts.names_for(["runtime"], [], source="bundle"))

@@ -406,3 +406,61 @@ def test_admission_config_matches_plugins(variant):
 def test_render_is_deterministic(sample, state):
     again, secrets = render("sample", state)
     assert golden_renders(*sample) == golden_renders(again, secrets)
+
+
+BUNDLE_DIR = Path("/var/cache/hardened-cluster/bundle/1.35.4")
+CONTAINERD_UNIT = "/etc/systemd/system/containerd.service"
+
+
+def render_bundle(state: Path) -> Plan:
+    data = sample_data()
+    data["runtimes"] |= {"artifacts": "bundle", "bundle": str(BUNDLE_DIR)}
+    data["runtimes"]["gvisor"]["platform"] = "ptrace"  # Debian's runsc serves a bundle's nodes
+    loaded = parse_spec(data, SAMPLE)
+    return render_plan(loaded, resolve_secrets(loaded, state))
+
+
+def test_bundle_containerd_gets_a_version_3_config_with_every_hardening_setting(state):
+    """The bundle's containerd 2 reads config version 3: the CRI runtime and images plugins' v3 names."""
+    host = render_bundle(state).hosts["worker-1"]
+    config = tomllib.loads(host.files[CONTAINERD].content)
+    assert config["version"] == 3
+    runtime = config["plugins"]["io.containerd.cri.v1.runtime"]
+    assert runtime["restrict_oom_score_adj"] is True
+    assert runtime["containerd"]["default_runtime_name"] == "runc"
+    runc = runtime["containerd"]["runtimes"]["runc"]
+    assert runc["privileged_without_host_devices"] is True and runc["options"]["SystemdCgroup"] is True
+    assert runtime["containerd"]["runtimes"]["runsc"]["options"]["BinaryName"] == "/usr/local/sbin/runsc-containerd"
+    images = config["plugins"]["io.containerd.cri.v1.images"]
+    assert images["pinned_images"]["sandbox"] == "registry.k8s.io/pause:3.10.1"
+    assert "io.containerd.grpc.v1.cri" not in config["plugins"]
+    unit = host.files[CONTAINERD_UNIT].content
+    assert "\nExecStart=/usr/local/bin/containerd\n" in unit and "\nOOMScoreAdjust=-999\n" in unit
+
+
+def test_debian_containerd_keeps_the_version_2_config_and_its_packaged_unit(sample):
+    plan, _ = sample
+    host = plan.hosts["worker-1"]
+    config = tomllib.loads(host.files[CONTAINERD].content)
+    assert config["version"] == 2 and config["plugins"]["io.containerd.grpc.v1.cri"]["restrict_oom_score_adj"] is True
+    assert CONTAINERD_UNIT not in host.files
+
+
+@pytest.mark.skipif(not (BUNDLE_DIR / "bin" / "containerd").is_file(), reason="no built bundle on this machine")
+def test_bundle_containerd_reads_the_rendered_config_as_planned(state, tmp_path):
+    """The bundle's own containerd parses the rendered file: every hardening setting survives its
+    `config dump` (a misplaced key would be dropped and fall back to the default)."""
+    path = tmp_path / "config.toml"
+    path.write_text(render_bundle(state).hosts["worker-1"].files[CONTAINERD].content)
+    dumped = subprocess.run([str(BUNDLE_DIR / "bin" / "containerd"), "--config", str(path), "config", "dump"],
+                            capture_output=True, text=True, timeout=60, check=True).stdout
+    default = subprocess.run([str(BUNDLE_DIR / "bin" / "containerd"), "config", "default"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    got, base = tomllib.loads(dumped), tomllib.loads(default)
+    runtime = got["plugins"]["io.containerd.cri.v1.runtime"]
+    assert base["plugins"]["io.containerd.cri.v1.runtime"]["restrict_oom_score_adj"] is False
+    assert runtime["restrict_oom_score_adj"] is True
+    runc = runtime["containerd"]["runtimes"]["runc"]
+    assert runc["privileged_without_host_devices"] is True and runc["options"]["SystemdCgroup"] is True
+    assert runtime["containerd"]["runtimes"]["runsc"]["options"]["BinaryName"] == "/usr/local/sbin/runsc-containerd"
+    assert got["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == "registry.k8s.io/pause:3.10.1"

@@ -1,7 +1,7 @@
 """Read-only probe for the container_runtime role, printed as JSON.
 
 Input (argv[1], JSON): packages, files (each with its planned sha256), dirs, units.
-Reports the packages dpkg does not list as installed, planned files and directories that differ
+Reports the packages dpkg does not list as installed, the unwanted ones it does (absent), planned files and directories that differ
 (reasons only, never contents or hashes) and the state of the containerd unit.
 """
 # Sent after playbooks/files/plan_probe.py, as one script (see tasks/probe.yml): the imports,
@@ -27,6 +27,9 @@ def main():
     result = {"errors": []}
     try:
         result["packages"] = missing_packages(request.get("packages", []))
+        unwanted = request.get("absent", [])
+        missing = set(missing_packages(unwanted))
+        result["absent"] = [name for name in unwanted if name not in missing]
         result["files"] = check_files(request.get("files", []))
         result["dirs"] = check_dirs(request.get("dirs", []))
         result["units"] = units(request.get("units", []))
