@@ -279,3 +279,23 @@ def test_a_renewal_window_that_is_no_whole_number_of_days_is_refused_contacting_
     assert f"argument --within: {days!r} is not a whole number of days, 1 or more" in result.stderr
     assert guarded.contacted() == ""
     assert not guarded.state.exists()
+
+
+@pytest.mark.parametrize("command", ["apply", "drift"])
+def test_a_control_plane_leaving_since_the_last_apply_is_refused_by_name_contacting_nothing(command, guarded):
+    """The spec of the last apply is kept in the state; apply does not remove control planes yet."""
+    from hardened_cluster import membership
+    from hardened_cluster.spec import load_spec
+
+    sample = load_spec(ROOT / "inventories" / "sample" / "cluster.yaml")
+    membership.remember(sample, guarded.state / sample.spec.cluster.name)
+    data = yaml.safe_load(sample.path.read_text())
+    data["nodes"] = [n for n in data["nodes"] if n["name"] != "cp-3"]
+    smaller = guarded.tmp / "cluster.yaml"
+    smaller.write_text(yaml.safe_dump(data))
+    result = guarded.run(["-m", "hardened_cluster.cli", command, "--spec", str(smaller), "--quiet"])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert ("nodes: cp-3 (control-plane) is no longer in the spec; apply removes workers only, not control-plane "
+            "members yet: put it back") in result.stderr, result.stderr
+    assert guarded.contacted() == ""
