@@ -6,8 +6,10 @@ how to reach a node the spec no longer names. A worker that left is drained firs
 rescheduled elsewhere, within their disruption budgets), deleted from the API, and reset by the `reset`
 play, before the remaining hosts converge (their firewalls then stop admitting it).
 
-etcd members and control planes are not added or removed by apply yet: such a change is refused, naming
-the node, before any host is touched.
+A new control plane joins as kubeadm joins any (the certificate upload gives it the shared keys). etcd
+members joining or leaving, control planes leaving, a node changing role and another first control plane
+(the one kubeadm initialised) are refused, naming the node, before any host is touched: apply does not run
+`etcdctl member add/remove` nor remove control planes yet.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from hardened_cluster.spec import LoadedSpec, Node, Spec, SpecError, SpecIssue
 APPLIED_SPEC = "applied-spec.json"
 # How long evicting a leaving worker's pods may take (kubectl drain --timeout).
 DRAIN_TIMEOUT = 300
-# The roles whose membership apply does not change yet.
+# The roles a node changes or leaves only by hand yet.
 FIXED_ROLES = ("etcd", "control-plane")
 
 
@@ -56,8 +58,8 @@ def departed(previous: LoadedSpec | None, loaded: LoadedSpec) -> list[Node]:
 
 
 def refuse_unsupported(previous: LoadedSpec | None, loaded: LoadedSpec) -> None:
-    """SpecError for an etcd member or control plane joining or leaving (or changing role) since the last
-    applied spec: apply would otherwise re-form etcd or re-initialise the control plane."""
+    """SpecError for what apply cannot do to a running cluster yet (see the module's docstring); without it,
+    apply would re-form etcd with another member list or leave a control plane half removed."""
     if previous is None:
         return
     issues = []
@@ -68,16 +70,21 @@ def refuse_unsupported(previous: LoadedSpec | None, loaded: LoadedSpec) -> None:
             if old is not None and (role in node.roles) != (role in old.roles):
                 issues.append(SpecIssue(f"nodes[{index}].roles", (
                     f"{node.name} {'gains' if role in node.roles else 'loses'} the {role} role since the last apply; "
-                    f"apply does not change {role} membership yet")))
-            elif old is None and role in node.roles:
-                issues.append(SpecIssue(f"nodes[{index}]", (
-                    f"{node.name} is a new {role} node; apply adds and removes workers only, not {role} members yet")))
+                    "apply does not change a node's role: remove the node, then add it anew")))
+        if old is None and "etcd" in node.roles:
+            issues.append(SpecIssue(f"nodes[{index}]", (
+                f"{node.name} is a new etcd member; apply does not add etcd members yet (etcdctl member add)")))
     for node in departed(previous, loaded):
         for role in FIXED_ROLES:
             if role in node.roles:
                 issues.append(SpecIssue("nodes", (
                     f"{node.name} ({role}) is no longer in the spec; apply removes workers only, not {role} "
-                    "members yet: put it back")))
+                    "nodes yet: put it back")))
+    first, now = previous.spec.nodes_with("control-plane"), loaded.spec.nodes_with("control-plane")
+    if first and now and first[0].name != now[0].name and first[0].name in {n.name for n in now}:
+        issues.append(SpecIssue("nodes", (
+            f"the first control plane is {now[0].name}, but kubeadm initialised the cluster on {first[0].name}; "
+            f"keep {first[0].name} the first control-plane node")))
     if issues:
         raise SpecError(issues, str(loaded.path or ""))
 

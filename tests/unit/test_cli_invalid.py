@@ -297,5 +297,5 @@ def test_a_control_plane_leaving_since_the_last_apply_is_refused_by_name_contact
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert ("nodes: cp-3 (control-plane) is no longer in the spec; apply removes workers only, not control-plane "
-            "members yet: put it back") in result.stderr, result.stderr
+            "nodes yet: put it back") in result.stderr, result.stderr
     assert guarded.contacted() == ""

@@ -42,7 +42,7 @@ def test_the_applied_spec_is_kept_whole_and_private(tmp_path):
     assert membership.applied(tmp_path / "nothing") is None
 
 
-def test_a_worker_that_left_is_named_and_a_new_worker_is_allowed():
+def test_a_worker_that_left_is_named_and_new_workers_and_control_planes_are_allowed():
     previous = load_spec(SAMPLE)
     fewer = variant(without("worker-2"))
     assert [n.name for n in membership.departed(previous, fewer)] == ["worker-2"]
@@ -51,14 +51,18 @@ def test_a_worker_that_left_is_named_and_a_new_worker_is_allowed():
     membership.refuse_unsupported(fewer, previous)
     assert membership.departed(fewer, previous) == []
     assert membership.departed(None, fewer) == []
+    # A control plane joining later (kubeadm join with the certificate upload).
+    membership.refuse_unsupported(variant(without("cp-3")), previous)
 
 
 @pytest.mark.parametrize("before, after, key, words", [
     (with_etcd("etcd-4", "etcd-5"), None, "nodes", "etcd-5 (etcd) is no longer in the spec"),
     (None, without("cp-3"), "nodes", "cp-3 (control-plane) is no longer in the spec"),
-    (None, with_etcd("etcd-4", "etcd-5"), "nodes[10]", "etcd-5 is a new etcd node"),
+    (None, with_etcd("etcd-4", "etcd-5"), "nodes[10]", "etcd-5 is a new etcd member"),
     (None, lambda d: d["nodes"][5].update(roles=["worker"]), "nodes[5].roles",
      "cp-3 loses the control-plane role since the last apply"),
+    (None, lambda d: d["nodes"].insert(3, d["nodes"].pop(4)), "nodes",
+     "the first control plane is cp-2, but kubeadm initialised the cluster on cp-1"),
 ])
 def test_an_etcd_or_control_plane_change_is_refused_by_node(before, after, key, words):
     previous = variant(before) if before else load_spec(SAMPLE)
