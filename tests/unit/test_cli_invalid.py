@@ -41,6 +41,7 @@ COMMANDS = {
     "drift": ["--quiet"],
     "certs": ["--json"],
     "rotate encryption-key": ["--quiet"],
+    "restore etcd": ["--quiet"],
 }
 
 GUARD = textwrap.dedent('''
@@ -277,5 +278,19 @@ def test_a_renewal_window_that_is_no_whole_number_of_days_is_refused_contacting_
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert f"argument --within: {days!r} is not a whole number of days, 1 or more" in result.stderr
+    assert guarded.contacted() == ""
+    assert not guarded.state.exists()
+
+
+@pytest.mark.parametrize("name", ["../etc/shadow", "/var/backups/etcd/etcd-20260101T000000Z.db.age", "latest",
+                                  "etcd-2026.db.age", "etcd-20260101T000000Z.db.enc"])
+def test_a_snapshot_that_is_no_snapshot_file_name_is_refused_contacting_nothing(name, guarded):
+    """restore etcd --snapshot takes a file name as the snapshot script writes them: anything else is exit 2
+    naming --snapshot, before the spec's secrets are read or any host is contacted."""
+    result = guarded.run(["-m", "hardened_cluster.cli", "restore", "etcd", "--spec",
+                          str(ROOT / "inventories" / "sample" / "cluster.yaml"), "--snapshot", name])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert f"error: --snapshot: {name!r} is not a snapshot file name" in result.stderr
     assert guarded.contacted() == ""
     assert not guarded.state.exists()
