@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hardened_cluster.artifacts import ArtifactError
 from hardened_cluster.bundle import BundleError
-from hardened_cluster.errors import DeliveryError, SpecError
+from hardened_cluster.errors import DeliveryError, InputError, SpecError
 from hardened_cluster.spec import LoadedSpec, load_spec
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INVALID = 0, 1, 2
@@ -173,6 +173,24 @@ def cmd_rotate_kubeadm_certs(args) -> int:
     return EXIT_OK if report.succeeded else EXIT_FINDINGS
 
 
+def cmd_restore_etcd(args) -> int:
+    from hardened_cluster.restore import check_snapshot_name, restore_etcd
+
+    check_snapshot_name(args.snapshot)  # before the spec's secrets or any host
+    loaded = load_spec(args.spec)
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else (lambda line: print(line, flush=True))
+    report, path = restore_etcd(loaded, snapshot=args.snapshot, state=_state(loaded), progress=say,
+                                tasks=None if args.quiet or args.json else say)
+    if args.json:
+        print(report.to_json(), end="")
+    else:
+        if report.error:
+            print(f"error: {report.error}")
+        print(f"restore etcd: {'succeeded' if report.succeeded else 'FAILED'} from {report.snapshot} "
+              f"in {report.seconds}s; report: {path}")
+    return EXIT_OK if report.succeeded else EXIT_FINDINGS
+
+
 def cmd_artifacts_pin(args) -> int:
     from hardened_cluster.artifacts import pin
 
@@ -251,6 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
     renew.add_argument("--quiet", action="store_true", help="no per-task progress")
     renew.add_argument("--json", action="store_true", help="print the JSON report (progress goes to stderr)")
     renew.set_defaults(func=cmd_rotate_kubeadm_certs)
+    p = sub.add_parser("restore", help="disaster recovery on the live cluster")
+    restore_sub = p.add_subparsers(dest="restore_command", required=True, parser_class=Parser)
+    etcd = restore_sub.add_parser("etcd", help=(
+        "rebuild every etcd member from a snapshot: the API servers stopped first, brought back one at a time "
+        "(/readyz), then every node Ready"))
+    _spec_arg(etcd)
+    etcd.add_argument("--snapshot", metavar="NAME",
+                      help="a snapshot file name in etcd.snapshot.directory on the first etcd member (default: the newest)")
+    etcd.add_argument("--quiet", action="store_true", help="no per-task progress")
+    etcd.add_argument("--json", action="store_true", help="print the JSON report (progress goes to stderr)")
+    etcd.set_defaults(func=cmd_restore_etcd)
     p = sub.add_parser("artifacts", help="the pinned binaries the Kubernetes phases install")
     art_sub = p.add_subparsers(dest="artifacts_command", required=True, parser_class=Parser)
     pin_parser = art_sub.add_parser("pin", help="print manifest pins for a Kubernetes version (needs the internet)")
@@ -281,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SpecError as exc:
         print(exc.render(), file=sys.stderr)
+        return EXIT_INVALID
+    except InputError as exc:
+        print(f"error: {exc} (nothing was changed)", file=sys.stderr)
         return EXIT_INVALID
     except (DeliveryError, ArtifactError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)

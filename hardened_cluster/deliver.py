@@ -335,8 +335,11 @@ def run(
     forks: int = 20,
     reports: dict[str, dict] | None = None,
     extra_vars: dict | None = None,
+    playbook: Path = PLAYBOOK,
 ) -> RunResult:
     """Run the roles of `phases` on `hosts` (default all). Preflight must have passed.
+
+    `phases` are the playbook's tags: site.yml's phases, or another playbook's (etcd-restore.yml's steps).
 
     `reports` receives each host's kube-bench report (the benchmark phase's `kube_bench_report` fact).
     `extra_vars` override role variables for this run only (a day-2 command's one-off setting).
@@ -354,7 +357,7 @@ def run(
     started = time.monotonic()
     runner = init_runner(
         private_data_dir=str(state / "runner"),
-        playbook=str(PLAYBOOK),
+        playbook=str(playbook),
         inventory=str(inventory),
         tags=",".join(phases),
         limit=",".join(targets),

@@ -31,3 +31,12 @@ class SpecError(Exception):
 
 class DeliveryError(Exception):
     """A host could not be reached or verified before anything changed. Exit code 1."""
+
+
+class InputError(Exception):
+    """A command's argument names something that is not there (e.g. a snapshot). Exit code 2; nothing changed."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}")

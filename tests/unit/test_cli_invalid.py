@@ -41,6 +41,7 @@ COMMANDS = {
     "drift": ["--quiet"],
     "certs": ["--json"],
     "rotate encryption-key": ["--quiet"],
+    "restore etcd": ["--quiet"],
 }
 
 GUARD = textwrap.dedent('''
@@ -299,3 +300,17 @@ def test_a_control_plane_leaving_since_the_last_apply_is_refused_by_name_contact
     assert ("nodes: cp-3 (control-plane) is no longer in the spec; apply removes workers only, not control-plane "
             "nodes yet: put it back") in result.stderr, result.stderr
     assert guarded.contacted() == ""
+
+
+@pytest.mark.parametrize("name", ["../etc/shadow", "/var/backups/etcd/etcd-20260101T000000Z.db.age", "latest",
+                                  "etcd-2026.db.age", "etcd-20260101T000000Z.db.enc"])
+def test_a_snapshot_that_is_no_snapshot_file_name_is_refused_contacting_nothing(name, guarded):
+    """restore etcd --snapshot takes a file name as the snapshot script writes them: anything else is exit 2
+    naming --snapshot, before the spec's secrets are read or any host is contacted."""
+    result = guarded.run(["-m", "hardened_cluster.cli", "restore", "etcd", "--spec",
+                          str(ROOT / "inventories" / "sample" / "cluster.yaml"), "--snapshot", name])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert f"error: --snapshot: {name!r} is not a snapshot file name" in result.stderr
+    assert guarded.contacted() == ""
+    assert not guarded.state.exists()
