@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from hardened_cluster.artifacts import ArtifactError
@@ -139,38 +140,44 @@ def cmd_drift(args) -> int:
     return _converge(args, check=True)
 
 
+def _day2_progress(args) -> tuple[Callable[[str], None], Callable[[str], None] | None]:
+    """A day-2 command's lines per step and host (to stderr under --json), and the converges' task lines."""
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else (lambda line: print(line, flush=True))
+    return say, None if args.quiet or args.json else say
+
+
+def _day2_result(args, report, summary: Callable[[], str]) -> int:
+    """The JSON report under --json, else its error and the one-line summary; exit 0 or 1."""
+    if args.json:
+        print(report.to_json(), end="")
+    else:
+        if getattr(report, "error", None):
+            print(f"error: {report.error}")
+        print(summary())
+    return EXIT_OK if report.succeeded else EXIT_FINDINGS
+
+
 def cmd_rotate_encryption_key(args) -> int:
     from hardened_cluster.rotation import rotate_encryption_key
 
     loaded = load_spec(args.spec)
-    say = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else (lambda line: print(line, flush=True))
-    report, path = rotate_encryption_key(loaded, state=_state(loaded), progress=say,
-                                         tasks=None if args.quiet or args.json else say)
-    if args.json:
-        print(report.to_json(), end="")
-    else:
-        if report.error:
-            print(f"error: {report.error}")
-        outcome = (f"succeeded; new key {report.new_key}, removed {', '.join(report.old_keys)}" if report.succeeded
-                   else "FAILED; rerun the command to continue the rotation")
-        print(f"rotate encryption-key: {outcome} in {report.seconds}s; report: {path}")
-    return EXIT_OK if report.succeeded else EXIT_FINDINGS
+    say, tasks = _day2_progress(args)
+    report, path = rotate_encryption_key(loaded, state=_state(loaded), progress=say, tasks=tasks)
+    outcome = (f"succeeded; new key {report.new_key}, removed {', '.join(report.old_keys)}" if report.succeeded
+               else "FAILED; rerun the command to continue the rotation")
+    return _day2_result(args, report, lambda: f"rotate encryption-key: {outcome} in {report.seconds}s; report: {path}")
 
 
 def cmd_rotate_kubeadm_certs(args) -> int:
     from hardened_cluster.cert_renewal import renew_kubeadm_certs
 
     loaded = load_spec(args.spec)
-    say = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else (lambda line: print(line, flush=True))
-    report = renew_kubeadm_certs(loaded, _state(loaded), within_days=args.within, progress=say,
-                                 tasks=None if args.quiet or args.json else say)
-    if args.json:
-        print(report.to_json(), end="")
-    else:
-        count = sum(len(names) for names in report.renewed.values())
-        print(f"rotate kubeadm-certs: {'succeeded' if report.succeeded else 'FAILED'}; {count} renewed "
-              f"in {report.seconds}s; report: {report.report}")
-    return EXIT_OK if report.succeeded else EXIT_FINDINGS
+    say, tasks = _day2_progress(args)
+    report = renew_kubeadm_certs(loaded, _state(loaded), within_days=args.within, progress=say, tasks=tasks)
+    count = sum(len(names) for names in report.renewed.values())
+    return _day2_result(args, report, lambda: (
+        f"rotate kubeadm-certs: {'succeeded' if report.succeeded else 'FAILED'}; {count} renewed "
+        f"in {report.seconds}s; report: {report.report}"))
 
 
 def cmd_restore_etcd(args) -> int:
@@ -178,17 +185,11 @@ def cmd_restore_etcd(args) -> int:
 
     check_snapshot_name(args.snapshot)  # before the spec's secrets or any host
     loaded = load_spec(args.spec)
-    say = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else (lambda line: print(line, flush=True))
-    report, path = restore_etcd(loaded, snapshot=args.snapshot, state=_state(loaded), progress=say,
-                                tasks=None if args.quiet or args.json else say)
-    if args.json:
-        print(report.to_json(), end="")
-    else:
-        if report.error:
-            print(f"error: {report.error}")
-        print(f"restore etcd: {'succeeded' if report.succeeded else 'FAILED'} from {report.snapshot} "
-              f"in {report.seconds}s; report: {path}")
-    return EXIT_OK if report.succeeded else EXIT_FINDINGS
+    say, tasks = _day2_progress(args)
+    report, path = restore_etcd(loaded, snapshot=args.snapshot, state=_state(loaded), progress=say, tasks=tasks)
+    return _day2_result(args, report, lambda: (
+        f"restore etcd: {'succeeded' if report.succeeded else 'FAILED'} from {report.snapshot} "
+        f"in {report.seconds}s; report: {path}"))
 
 
 def cmd_artifacts_pin(args) -> int:
