@@ -42,6 +42,8 @@ PACKAGES = (
     "ca-certificates",
     # etcd snapshots are encrypted with age (roles/etcd installs it on real hosts).
     "age",
+    # The API endpoint's load balancer on load-balancer nodes (roles/load_balancer installs it on real hosts).
+    "haproxy",
 )
 MASKED_UNITS = (
     "getty.target",

@@ -1,0 +1,125 @@
+"""Two control planes behind a load-balancer node (inventories/lab-ha/cluster.yaml, docs/load-balancer.md).
+
+This module runs its own lab from that spec, before the session's lab starts (tests/conftest.py orders it
+first), and takes it down. It applies every phase but the benchmark from empty: kubeadm init --upload-certs on
+cp-1, cp-2 joining with the certificate key, haproxy on lb-1 serving the endpoint. Then, on the live cluster:
+both control planes' Nodes Ready, both API servers ready, the endpoint answering through haproxy while one API
+server is stopped (its static pod manifest moved away) and after it is back, and a rerun that changes nothing.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hardened_cluster.lab.pytest_plugin import spec_path
+from hardened_cluster.lab_cli import start
+from hardened_cluster.resources import ROOT
+from hardened_cluster.spec import load_spec
+from live_cluster import CLUSTER_PHASES, access, apply, kubectl, wait_for
+
+pytestmark = pytest.mark.lab
+
+HA_SPEC = ROOT / "inventories" / "lab-ha" / "cluster.yaml"
+MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+AWAY = "/etc/kubernetes/kube-apiserver.yaml.away"
+
+
+@pytest.fixture(scope="module")
+def ha(tmp_path_factory, bundle):
+    """The HA lab spec on this run's lab subnet (the session spec's), its nodes up, known_hosts beside it."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("the lab needs root on Linux")
+    prefix = re.search(r"node_cidrs: \[(\d+\.\d+\.\d+\.)0/24\]", spec_path().read_text()).group(1)
+    text = HA_SPEC.read_text().replace("10.231.0.", prefix)
+    text = re.sub(r"(?m)^  bundle: .*$", f"  bundle: {bundle.root}", text)
+    directory = tmp_path_factory.mktemp("lab-ha")
+    (directory / "cluster.yaml").write_text(text)
+    lab, _, _ = start(directory / "cluster.yaml")
+    try:
+        yield lab, load_spec(directory / "cluster.yaml")
+    finally:
+        lab.down()
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    return tmp_path_factory.mktemp("state") / "lab-ha"  # short: ssh's ControlPath lives below it
+
+
+@pytest.fixture(scope="module")
+def cluster(ha, state, bundle):
+    _, loaded = ha
+    apply(loaded, state, phases=CLUSTER_PHASES)
+    return access(state, bundle)
+
+
+def _readyz(cluster, server=None) -> bool:
+    args = ["--server", f"https://{server}:6443"] if server else []
+    try:
+        result = kubectl(cluster, *args, "get", "--raw", "/readyz", "--request-timeout=5s", check=False, timeout=15)
+    except subprocess.TimeoutExpired:
+        return False
+    return result.returncode == 0 and result.stdout.strip() == "ok"
+
+
+def _addresses(loaded, role):
+    return {n.name: str(n.address) for n in loaded.spec.nodes_with(role)}
+
+
+def test_both_control_planes_joined_and_ready(ha, cluster):
+    _, loaded = ha
+    endpoint = loaded.spec.cluster.control_plane_endpoint
+    assert endpoint.rpartition(":")[0] == str(loaded.spec.nodes_with("load-balancer")[0].address)
+    config = json.loads(kubectl(cluster, "config", "view", "-o", "json").stdout)
+    assert [c["cluster"]["server"] for c in config["clusters"]] == [f"https://{endpoint}"]
+
+    def ready():
+        nodes = json.loads(kubectl(cluster, "get", "nodes", "-o", "json").stdout)["items"]
+        return {n["metadata"]["name"]: any(c["type"] == "Ready" and c["status"] == "True"
+                                           for c in n["status"]["conditions"])
+                for n in nodes if "node-role.kubernetes.io/control-plane" in n["metadata"]["labels"]}
+
+    assert wait_for("both control planes Ready", lambda: ready() == {"cp-1": True, "cp-2": True} and ready())
+    # cp-2 runs its own control plane, from the certificates cp-1 uploaded.
+    pods = json.loads(kubectl(cluster, "-n", "kube-system", "get", "pods", "-o", "json").stdout)["items"]
+    running = {p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"}
+    for component in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        assert {f"{component}-cp-1", f"{component}-cp-2"} <= running, running
+
+
+def test_each_api_server_and_the_endpoint_serve_readyz(ha, cluster):
+    _, loaded = ha
+    for name, address in _addresses(loaded, "control-plane").items():
+        assert wait_for(f"{name}'s /readyz", lambda: _readyz(cluster, address), timeout=60)
+    assert _readyz(cluster)  # through haproxy on lb-1
+
+
+def test_endpoint_keeps_answering_while_one_api_server_is_stopped(ha, cluster):
+    lab, loaded = ha
+    stopped = _addresses(loaded, "control-plane")["cp-1"]
+    lab.exec("cp-1", ["mv", MANIFEST, AWAY])
+    try:
+        wait_for("cp-1's API server to stop", lambda: not _readyz(cluster, stopped), timeout=120)
+        # haproxy retries a refused connection on cp-2 and takes cp-1 out within two checks (4 s).
+        answers = []
+        for _ in range(10):
+            answers.append(_readyz(cluster))
+            time.sleep(1)
+        assert answers == [True] * 10, answers
+        nodes = kubectl(cluster, "get", "nodes", "-o", "name").stdout.split()
+        assert "node/cp-1" in nodes and "node/cp-2" in nodes
+    finally:
+        lab.exec("cp-1", ["mv", AWAY, MANIFEST])
+    assert wait_for("cp-1's API server back", lambda: _readyz(cluster, stopped), timeout=180)
+    assert _readyz(cluster)
+
+
+def test_rerun_changes_nothing(ha, state, cluster):
+    _, loaded = ha
+    result = apply(loaded, state, phases=CLUSTER_PHASES)
+    assert {h: r.changed for h, r in result.hosts.items() if r.changed} == {}
+    assert set(result.hosts) == {n.name for n in loaded.spec.nodes}
