@@ -110,6 +110,7 @@ def test_endpoint_keeps_answering_while_one_api_server_is_stopped(ha, cluster):
             answers.append(_readyz(cluster))
             time.sleep(1)
         assert answers == [True] * 10, answers
+        assert not _readyz(cluster, stopped)  # still stopped: cp-2 answered all of them
         nodes = kubectl(cluster, "get", "nodes", "-o", "name").stdout.split()
         assert "node/cp-1" in nodes and "node/cp-2" in nodes
     finally:

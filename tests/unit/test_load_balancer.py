@@ -130,3 +130,10 @@ def test_lab_ha_spec_is_two_control_planes_behind_a_load_balancer():
     lb = next(n for n in doc["nodes"] if n["roles"] == ["load-balancer"])
     assert doc["cluster"]["control_plane_endpoint"] == f"{lb['address']}:6443"
     assert doc["load_balancer"] == {"provider": "haproxy"}
+
+
+def test_cis_check_of_the_balanced_sample_finds_no_fail(plan):
+    from hardened_cluster.cis import check_plan
+
+    findings = check_plan(plan)
+    assert findings and [f for f in findings if f.status == "FAIL"] == []
