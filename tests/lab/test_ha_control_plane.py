@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from hardened_cluster.lab.lab import Lab
 from hardened_cluster.lab.pytest_plugin import spec_path
 from hardened_cluster.lab_cli import start
 from hardened_cluster.resources import ROOT
@@ -38,8 +39,9 @@ def ha(tmp_path_factory, bundle):
     text = re.sub(r"(?m)^  bundle: .*$", f"  bundle: {bundle.root}", text)
     directory = tmp_path_factory.mktemp("lab-ha")
     (directory / "cluster.yaml").write_text(text)
-    lab, _, _ = start(directory / "cluster.yaml")
-    try:
+    lab = Lab()
+    try:  # also a start that failed half-way is taken down
+        start(directory / "cluster.yaml", lab)
         yield lab, load_spec(directory / "cluster.yaml")
     finally:
         lab.down()
@@ -83,7 +85,16 @@ def test_both_control_planes_joined_and_ready(ha, cluster):
                                            for c in n["status"]["conditions"])
                 for n in nodes if "node-role.kubernetes.io/control-plane" in n["metadata"]["labels"]}
 
-    assert wait_for("both control planes Ready", lambda: ready() == {"cp-1": True, "cp-2": True} and ready())
+    seen = {}
+
+    def both():
+        seen.update(last=ready())
+        return seen["last"] == {"cp-1": True, "cp-2": True}
+
+    try:
+        wait_for("both control planes Ready", both, timeout=300)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; control-plane Nodes Ready: {seen.get('last')}") from None
     # cp-2 runs its own control plane, from the certificates cp-1 uploaded.
     pods = json.loads(kubectl(cluster, "-n", "kube-system", "get", "pods", "-o", "json").stdout)["items"]
     running = {p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"}
@@ -122,5 +133,5 @@ def test_endpoint_keeps_answering_while_one_api_server_is_stopped(ha, cluster):
 def test_rerun_changes_nothing(ha, state, cluster):
     _, loaded = ha
     result = apply(loaded, state, phases=CLUSTER_PHASES)
-    assert {h: r.changed for h, r in result.hosts.items() if r.changed} == {}
+    assert {h: [c.describe() for c in r.changes] for h, r in result.hosts.items() if r.changed} == {}
     assert set(result.hosts) == {n.name for n in loaded.spec.nodes}
