@@ -127,8 +127,7 @@ def node_rules(spec: Spec, node: Node) -> list[Rule]:
         rules.append(Rule("kube-apiserver", "tcp", port, admins + kube_nodes + balancers + (spec.network.pod_cidr,)))
     if "load-balancer" in roles:
         # The endpoint: admins and the Kubernetes nodes (pods use the kubernetes Service, not the endpoint).
-        port = spec.cluster.control_plane_endpoint.rpartition(":")[2]
-        rules.append(Rule("api-endpoint", "tcp", port, admins + kube_nodes))
+        rules.append(Rule("api-endpoint", "tcp", str(spec.cluster.api_port), admins + kube_nodes))
     if roles & {"control-plane", "worker"}:
         rules.append(Rule("kubelet", "tcp", "10250", control_plane))
         rules += [Rule(f"cni-{name}", proto, port, kube_nodes) for name, proto, port in CNI_PORTS[spec.network.cni]]

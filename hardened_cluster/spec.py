@@ -803,9 +803,8 @@ def _load_balancer_issues(spec: Spec) -> list[SpecIssue]:
     if provider == "haproxy" and not balancers:
         issues.append(SpecIssue("load_balancer.provider", "haproxy needs at least one node with the role "
                                 "'load-balancer'; add one or set load_balancer.provider: external"))
-    host = spec.cluster.control_plane_endpoint.rpartition(":")[0].strip("[]")
     try:
-        address = ipaddress.ip_address(host)
+        address = ipaddress.ip_address(spec.cluster.api_host)
     except ValueError:
         address = None  # a DNS name: the operator's DNS points it at the load balancers
     if provider == "haproxy" and balancers and address is not None and address not in {n.address for n in balancers}:

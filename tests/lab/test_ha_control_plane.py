@@ -18,6 +18,7 @@ import pytest
 from hardened_cluster.lab.lab import Lab
 from hardened_cluster.lab.pytest_plugin import spec_path
 from hardened_cluster.lab_cli import start
+from hardened_cluster.plan import FILES, _first_cp
 from hardened_cluster.resources import ROOT
 from hardened_cluster.spec import load_spec
 from live_cluster import CLUSTER_PHASES, access, apply, kubectl, wait_for
@@ -27,6 +28,9 @@ pytestmark = pytest.mark.lab
 HA_SPEC = ROOT / "inventories" / "lab-ha" / "cluster.yaml"
 MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
 AWAY = "/etc/kubernetes/kube-apiserver.yaml.away"
+# The cluster's CA and service-account keys the plan delivers to the first control plane only: what
+# `kubeadm init --upload-certs` puts into the kubeadm-certs Secret for the others (external etcd: no etcd CA).
+UPLOADED = [r.path for r in FILES if r.when is _first_cp and r.path.startswith("/etc/kubernetes/pki/")]
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +63,8 @@ def cluster(ha, state, bundle):
     return access(state, bundle)
 
 
-def _readyz(cluster, server=None) -> bool:
-    args = ["--server", f"https://{server}:6443"] if server else []
+def _readyz(cluster, server=None, port=None) -> bool:
+    args = ["--server", f"https://{server}:{port}"] if server else []
     try:
         result = kubectl(cluster, *args, "get", "--raw", "/readyz", "--request-timeout=5s", check=False, timeout=15)
     except subprocess.TimeoutExpired:
@@ -75,7 +79,7 @@ def _addresses(loaded, role):
 def test_both_control_planes_joined_and_ready(ha, cluster):
     _, loaded = ha
     endpoint = loaded.spec.cluster.control_plane_endpoint
-    assert endpoint.rpartition(":")[0] == str(loaded.spec.nodes_with("load-balancer")[0].address)
+    assert loaded.spec.cluster.api_host == str(loaded.spec.nodes_with("load-balancer")[0].address)
     config = json.loads(kubectl(cluster, "config", "view", "-o", "json").stdout)
     assert [c["cluster"]["server"] for c in config["clusters"]] == [f"https://{endpoint}"]
 
@@ -102,31 +106,52 @@ def test_both_control_planes_joined_and_ready(ha, cluster):
         assert {f"{component}-cp-1", f"{component}-cp-2"} <= running, running
 
 
+def test_second_control_plane_got_its_keys_from_the_certificate_upload(ha, state, cluster):
+    lab, _ = ha
+    plan = state / "plan"
+    # cp-2 gets the join configuration with the certificate key instead, and kubeadm join fetches and
+    # decrypts the uploaded keys.
+    assert len(UPLOADED) == 6, UPLOADED
+    for key in UPLOADED:
+        assert (plan / "cp-1" / key.lstrip("/")).is_file(), key
+        assert not (plan / "cp-2" / key.lstrip("/")).exists(), key
+    join = (plan / "cp-2" / "etc/kubernetes/kubeadm/kubeadm-join.yaml").read_text()
+    assert re.search(r'(?m)^  certificateKey: "[0-9a-f]{64}"$', join), "no controlPlane.certificateKey"
+
+    def digests(node):
+        out = lab.exec(node, ["sha256sum", *UPLOADED]).stdout.decode().split()
+        return dict(zip(out[1::2], out[0::2]))
+
+    assert digests("cp-2") == digests("cp-1")
+    assert len(digests("cp-2")) == len(UPLOADED)
+
+
 def test_each_api_server_and_the_endpoint_serve_readyz(ha, cluster):
     _, loaded = ha
     for name, address in _addresses(loaded, "control-plane").items():
-        assert wait_for(f"{name}'s /readyz", lambda: _readyz(cluster, address), timeout=60)
+        port = loaded.spec.cluster.api_port
+        assert wait_for(f"{name}'s /readyz", lambda: _readyz(cluster, address, port), timeout=60)
     assert _readyz(cluster)  # through haproxy on lb-1
 
 
 def test_endpoint_keeps_answering_while_one_api_server_is_stopped(ha, cluster):
     lab, loaded = ha
-    stopped = _addresses(loaded, "control-plane")["cp-1"]
+    stopped, port = _addresses(loaded, "control-plane")["cp-1"], loaded.spec.cluster.api_port
     lab.exec("cp-1", ["mv", MANIFEST, AWAY])
     try:
-        wait_for("cp-1's API server to stop", lambda: not _readyz(cluster, stopped), timeout=120)
+        wait_for("cp-1's API server to stop", lambda: not _readyz(cluster, stopped, port), timeout=120)
         # haproxy retries a refused connection on cp-2 and takes cp-1 out within two checks (4 s).
         answers = []
         for _ in range(10):
             answers.append(_readyz(cluster))
             time.sleep(1)
         assert answers == [True] * 10, answers
-        assert not _readyz(cluster, stopped)  # still stopped: cp-2 answered all of them
+        assert not _readyz(cluster, stopped, port)  # still stopped: cp-2 answered all of them
         nodes = kubectl(cluster, "get", "nodes", "-o", "name").stdout.split()
         assert "node/cp-1" in nodes and "node/cp-2" in nodes
     finally:
         lab.exec("cp-1", ["mv", AWAY, MANIFEST])
-    assert wait_for("cp-1's API server back", lambda: _readyz(cluster, stopped), timeout=180)
+    assert wait_for("cp-1's API server back", lambda: _readyz(cluster, stopped, port), timeout=180)
     assert _readyz(cluster)
 
 
