@@ -126,7 +126,7 @@ def test_lab_ha_spec_is_two_control_planes_behind_a_load_balancer():
     doc = yaml.safe_load((ROOT / "inventories" / "lab-ha" / "cluster.yaml").read_text())
     roles = [tuple(n["roles"]) for n in doc["nodes"]]
     assert roles.count(("control-plane",)) == 2 and roles.count(("load-balancer",)) == 1
-    assert roles.count(("etcd",)) == 1 and roles.count(("worker",)) == 1
+    assert roles.count(("etcd",)) == 1 and roles.count(("worker",)) == 0
     lb = next(n for n in doc["nodes"] if n["roles"] == ["load-balancer"])
     assert doc["cluster"]["control_plane_endpoint"] == f"{lb['address']}:6443"
     assert doc["load_balancer"] == {"provider": "haproxy"}
