@@ -160,3 +160,16 @@ def test_rerun_changes_nothing(ha, state, cluster):
     result = apply(loaded, state, phases=CLUSTER_PHASES)
     assert {h: [c.describe() for c in r.changes] for h, r in result.hosts.items() if r.changed} == {}
     assert set(result.hosts) == {n.name for n in loaded.spec.nodes}
+
+
+def test_a_stopped_haproxy_is_seen_and_started_again(ha, state, cluster):
+    lab, loaded = ha
+    lab.exec("lb-1", ["systemctl", "stop", "haproxy.service"])
+    assert not _readyz(cluster)  # the endpoint is down with it
+    # The no-op shortcut (converged.py) looks at haproxy's unit state, so lb-1 is not skipped.
+    result = apply(loaded, state, phases=CLUSTER_PHASES)
+    changed = {h: [c.describe() for c in r.changes] for h, r in result.hosts.items() if r.changed}
+    assert list(changed) == ["lb-1"] and len(changed["lb-1"]) == 1, changed
+    assert "load_balancer" in changed["lb-1"][0] and "Enable and start haproxy" in changed["lb-1"][0], changed
+    assert lab.exec("lb-1", ["systemctl", "is-active", "haproxy.service"]).stdout.decode().strip() == "active"
+    assert wait_for("the endpoint back", lambda: _readyz(cluster), timeout=60)
