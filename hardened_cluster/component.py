@@ -54,7 +54,8 @@ TIERS: tuple[Tier, ...] = (
     Tier("hosts", "hosts", lambda spec: [n.name for n in spec.nodes], providers.HostsTierProvider),
     Tier("etcd", "etcd", _nodes("etcd"), providers.EtcdTierProvider),
     Tier("runtime", "runtime", _nodes("control-plane", "worker"), providers.RuntimeTierProvider),
-    Tier("control-plane", "kubernetes", _nodes("control-plane"), providers.ControlPlaneTierProvider),
+    # The load balancers serve the endpoint kubeadm init writes into the kubeconfigs: same phase, before it.
+    Tier("control-plane", "kubernetes", _nodes("control-plane", "load-balancer"), providers.ControlPlaneTierProvider),
     Tier("workers", "kubernetes", _nodes("worker", without="control-plane"), providers.KubernetesTierProvider),
 )
 

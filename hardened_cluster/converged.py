@@ -39,7 +39,8 @@ UNITS_BY_PHASE = {
     "hosts": ["ssh.service", "nftables.service"],
     "etcd": ["etcd.service", "etcd-snapshot.timer"],
     "runtime": ["containerd.service"],
-    "kubernetes": ["kubelet.service"],
+    # haproxy: the endpoint on load-balancer nodes (roles/load_balancer's load_balancer_service).
+    "kubernetes": ["kubelet.service", "haproxy.service"],
 }
 SYSCTL_DROPIN = "/etc/sysctl.d/90-hardened-cluster.conf"
 

@@ -32,7 +32,7 @@ PHASES: dict[str, list[str]] = {
     "hosts": ["validate", "os_hardening", "access", "ssh_hardening", "firewall"],
     "etcd": ["etcd"],
     "runtime": ["container_runtime"],
-    "kubernetes": ["kubernetes_node", "control_plane", "worker"],
+    "kubernetes": ["load_balancer", "kubernetes_node", "control_plane", "worker"],
     # Its own phase: the Pulumi program manages these objects as typed resources instead.
     "objects": ["cluster_objects"],
     # kube-bench on every Kubernetes node, read-only; the gate is judged on the controller.
@@ -201,7 +201,7 @@ def write_inventory(plan: Plan, state: Path) -> Path:
     """The Ansible inventory, generated from the spec (never hand-written)."""
     plan_dir = state / "plan"
     spec = plan.spec
-    groups = {"etcd": "etcd", "control_plane": "control-plane", "worker": "worker"}
+    groups = {"etcd": "etcd", "control_plane": "control-plane", "worker": "worker", "load_balancer": "load-balancer"}
     inventory = {
         "all": {
             "vars": {

@@ -113,6 +113,7 @@ def node_rules(spec: Spec, node: Node) -> list[Rule]:
     admins = tuple(spec.network.admin_cidrs)
     etcd = _hosts(spec.nodes_with("etcd"))
     control_plane = _hosts(spec.nodes_with("control-plane"))
+    balancers = _hosts(spec.nodes_with("load-balancer"))
     kube_nodes = _collapse(_kube_nodes(spec))  # once: several rules take them, and each is collapsed below
     roles = set(node.roles)
     rules = [Rule("ssh", "tcp", str(spec.ssh_port(node)), admins)]
@@ -122,7 +123,11 @@ def node_rules(spec: Spec, node: Node) -> list[Rule]:
     if "control-plane" in roles:
         port = str(spec.cluster.api_port)
         # Pods reach the API server through the kubernetes Service, from pod addresses.
-        rules.append(Rule("kube-apiserver", "tcp", port, admins + kube_nodes + (spec.network.pod_cidr,)))
+        # The load balancers forward the endpoint's connections from their own addresses.
+        rules.append(Rule("kube-apiserver", "tcp", port, admins + kube_nodes + balancers + (spec.network.pod_cidr,)))
+    if "load-balancer" in roles:
+        # The endpoint: admins and the Kubernetes nodes (pods use the kubernetes Service, not the endpoint).
+        rules.append(Rule("api-endpoint", "tcp", str(spec.cluster.api_port), admins + kube_nodes))
     if roles & {"control-plane", "worker"}:
         rules.append(Rule("kubelet", "tcp", "10250", control_plane))
         rules += [Rule(f"cni-{name}", proto, port, kube_nodes) for name, proto, port in CNI_PORTS[spec.network.cni]]

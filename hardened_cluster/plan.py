@@ -289,6 +289,10 @@ FILES: list[FileRule] = [
     FileRule("/etc/kubernetes/pki/front-proxy-ca.key", "control_plane", "0600", _first_cp, source=_pki("front_proxy_ca", "key_pem"), secret=True),
     FileRule("/etc/kubernetes/pki/sa.pub", "control_plane", "0600", _first_cp, source=_pki("service_account", "cert_pem")),
     FileRule("/etc/kubernetes/pki/sa.key", "control_plane", "0600", _first_cp, source=_pki("service_account", "key_pem"), secret=True),
+    # the API endpoint's load balancer (load_balancer.provider: haproxy)
+    FileRule("/etc/haproxy/haproxy.cfg", "load_balancer", "0644", _roles("load-balancer")),
+    FileRule("/etc/haproxy/kubernetes-ca.crt", "load_balancer", "0644", _roles("load-balancer"),
+             source=_pki("kubernetes_ca", "cert_pem")),
     # worker join
     FileRule("/etc/kubernetes/kubeadm/kubeadm-join.yaml", "worker", "0600",
              lambda c, n: "worker" in n.roles and "control-plane" not in n.roles, secret=True),

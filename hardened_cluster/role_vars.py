@@ -81,6 +81,11 @@ def role_vars(plan: Plan, node: Node, plan_dir: Path, roles: Iterable[str] | Non
             "etcd_snapshot_dir": str(snap.directory),
             "etcd_snapshot_encrypted": snap.encryption_key is not None,
         }
+    if want("load_balancer") and "load-balancer" in node.roles:
+        out["load_balancer"] = {
+            "load_balancer_address": str(node.address),
+            "load_balancer_port": spec.cluster.api_port,
+        }
     kube_roles = {"container_runtime", "kubernetes_node", "control_plane", "worker", "cluster_objects", "kube_bench"}
     if host.runtimes and any(want(r) for r in kube_roles):
         out.update(_kubernetes_vars(plan, host, plan_dir, want))

@@ -60,7 +60,7 @@ EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,25
 
 SUPPORTED_KUBERNETES_MINORS = (33, 34, 35, 36, 37)
 KEY_LENGTHS = {"aescbc": (16, 24, 32), "aesgcm": (16, 24, 32), "secretbox": (32,)}
-ROLES = ("etcd", "control-plane", "worker")
+ROLES = ("etcd", "control-plane", "worker", "load-balancer")
 
 DnsLabel = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
 Port = Annotated[int, NotBool, Field(ge=1, le=65535)]
@@ -94,7 +94,7 @@ class NodeSSH(Model):
 class Node(Model):
     name: DnsLabel
     address: ipaddress.IPv4Address | ipaddress.IPv6Address
-    roles: list[Literal["etcd", "control-plane", "worker"]] = Field(min_length=1)
+    roles: list[Literal["etcd", "control-plane", "worker", "load-balancer"]] = Field(min_length=1)
     ssh: NodeSSH = NodeSSH()
     labels: dict[str, str] = {}
 
@@ -177,6 +177,17 @@ class Network(Model):
     i_accept_api_and_ssh_open_to_the_internet: bool = False
     # kube-router is installed by hardened-cluster (from the bundle's image); the others by their own tools.
     cni: Literal["calico", "cilium", "flannel", "kube-router", "none"] = "calico"
+
+
+class LoadBalancer(Model):
+    """What serves cluster.control_plane_endpoint (docs/load-balancer.md).
+
+    external: something outside the spec (a cloud load balancer, DNS), or a control plane's own address;
+    haproxy: the nodes with the role load-balancer run Debian's haproxy, which forwards the endpoint's port
+    to every control plane's API server and takes one out while its /readyz fails.
+    """
+
+    provider: Literal["external", "haproxy"] = "external"
 
 
 class Snapshot(Model):
@@ -363,6 +374,7 @@ class Spec(Model):
     namespaces: list[NamespacePolicy] = []
     namespace_baseline: NamespaceBaseline = NamespaceBaseline()
     lab_exceptions: LabExceptions = LabExceptions()
+    load_balancer: LoadBalancer = LoadBalancer()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -766,6 +778,7 @@ def _topology_issues(spec: Spec) -> list[SpecIssue]:
         issues.append(SpecIssue("nodes", f"{len(etcd)} etcd members; more than 7 slows every write, allowed: 1, 3, 5 or 7"))
     if not spec.nodes_with("control-plane"):
         issues.append(SpecIssue("nodes", "no node has the role 'control-plane'; at least one is required"))
+    issues += _load_balancer_issues(spec)
     names = {n.name: n for n in spec.nodes}  # by name: spec.node() per entry is quadratic in the node count
     for runtime in ("gvisor", "kata"):
         rt = getattr(spec.runtimes, runtime)
@@ -776,6 +789,33 @@ def _topology_issues(spec: Spec) -> list[SpecIssue]:
                 issues.append(SpecIssue(f"runtimes.{runtime}.nodes[{j}]", f"'{name}' is not a worker; sandboxed runtimes run on workers"))
         if rt.enabled and not rt.nodes:
             issues.append(SpecIssue(f"runtimes.{runtime}.nodes", f"{runtime} is enabled on no node; list the workers that run it or set enabled: false"))
+    return issues
+
+
+def _load_balancer_issues(spec: Spec) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    provider = spec.load_balancer.provider
+    balancers = spec.nodes_with("load-balancer")
+    for i, node in enumerate(spec.nodes):
+        if "load-balancer" not in node.roles:
+            continue
+        if provider != "haproxy":
+            issues.append(SpecIssue(f"nodes[{i}].roles", f"'load-balancer' needs load_balancer.provider: haproxy "
+                                    f"(it is '{provider}')"))
+        elif len(node.roles) > 1:
+            issues.append(SpecIssue(f"nodes[{i}].roles", "'load-balancer' runs alone on its node: haproxy listens "
+                                    "on the API server's port there; remove the other roles"))
+    if provider == "haproxy" and not balancers:
+        issues.append(SpecIssue("load_balancer.provider", "haproxy needs at least one node with the role "
+                                "'load-balancer'; add one or set load_balancer.provider: external"))
+    try:
+        address = ipaddress.ip_address(spec.cluster.api_host)
+    except ValueError:
+        address = None  # a DNS name: the operator's DNS points it at the load balancers
+    if provider == "haproxy" and balancers and address is not None and address not in {n.address for n in balancers}:
+        named = ", ".join(f"{n.name} ({n.address})" for n in balancers)
+        issues.append(SpecIssue("cluster.control_plane_endpoint", f"{address} is not a load-balancer node's "
+                                f"address; with load_balancer.provider haproxy the endpoint is one of: {named}"))
     return issues
 
 

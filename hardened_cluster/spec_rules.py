@@ -275,6 +275,8 @@ def _access_issues(spec: Spec) -> list[SpecIssue]:
             uses |= {spec.etcd.client_port: "etcd.client_port", spec.etcd.peer_port: "etcd.peer_port"}
         if "control-plane" in node.roles:
             uses[api_port] = "the API server port"
+        if "load-balancer" in node.roles:
+            uses[api_port] = "the load balancer's port (the API server port)"
         if "control-plane" in node.roles or "worker" in node.roles:
             uses |= {p: name for p, name in fixed.items()}
         if port in uses:

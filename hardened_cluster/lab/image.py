@@ -13,7 +13,7 @@ from pathlib import Path
 from .model import NODE_PATH, LabError, run, write_file
 
 SUITE = "bookworm"
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 ADMIN_USER = "hcadmin"
 ADMIN_PASSWORD = "hcadmin-lab"
 PACKAGES = (
@@ -42,6 +42,8 @@ PACKAGES = (
     "ca-certificates",
     # etcd snapshots are encrypted with age (roles/etcd installs it on real hosts).
     "age",
+    # The API endpoint's load balancer on load-balancer nodes (roles/load_balancer installs it on real hosts).
+    "haproxy",
 )
 MASKED_UNITS = (
     "getty.target",
@@ -62,7 +64,7 @@ MASKED_UNITS = (
     "proc-sys-fs-binfmt_misc.automount",
 )
 # Installed but left to the project's roles to enable and start.
-DISABLED_UNITS = ("etcd.service", "containerd.service", "nftables.service")
+DISABLED_UNITS = ("etcd.service", "containerd.service", "nftables.service", "haproxy.service")
 SOURCES_GLOBS = ("sources.list.d/*.sources",)
 ONE_LINE_SOURCES = ("sources.list", "sources.list.d/*.list")
 
