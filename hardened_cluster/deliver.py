@@ -335,11 +335,13 @@ def run(
     forks: int = 20,
     reports: dict[str, dict] | None = None,
     extra_vars: dict | None = None,
+    tags: list[str] | None = None,
 ) -> RunResult:
     """Run the roles of `phases` on `hosts` (default all). Preflight must have passed.
 
     `reports` receives each host's kube-bench report (the benchmark phase's `kube_bench_report` fact).
     `extra_vars` override role variables for this run only (a day-2 command's one-off setting).
+    `tags` narrows the run to those concerns (`<role>_<feature>`) of the phases' roles.
     """
     from ansible_runner.interface import init_runner
 
@@ -356,7 +358,7 @@ def run(
         private_data_dir=str(state / "runner"),
         playbook=str(PLAYBOOK),
         inventory=str(inventory),
-        tags=",".join(phases),
+        tags=",".join(tags or phases),
         limit=",".join(targets),
         cmdline="--check --diff" if check else None,
         envvars=_environment(state, forks),
