@@ -319,8 +319,11 @@ def _message(res: dict) -> str:
         return "details hidden (no_log: the task handles secrets)"
     msg = res.get("msg") or res.get("stderr") or ""
     if res.get("stderr") and msg == "non-zero return code":
-        # A command's own last word says more than Ansible's summary.
-        return str(res["stderr"]).strip().splitlines()[-1][:600]
+        # A command's own last word says more than Ansible's summary; kubeadm's is a hint about --v=5,
+        # its [ERROR ...] lines say what failed.
+        lines = str(res["stderr"]).strip().splitlines()
+        errors = [line.strip() for line in lines if line.strip().startswith("[ERROR")]
+        return ("; ".join(errors) if errors else lines[-1])[:600]
     return str(msg).strip().splitlines()[0][:600] if msg else "failed"
 
 

@@ -73,6 +73,12 @@ def pause_image(minor: int) -> str:
     return f"{IMAGE_REGISTRY}/pause:{image_tags(minor).pause}"
 
 
+def ignored_preflight_errors(spec: Spec) -> list[str]:
+    """kubeadm's preflight checks skipped on every kubeadm init, join and upgrade (lab only:
+    lab_exceptions.kubeadm_skip_system_verification; the sample spec skips none)."""
+    return ["SystemVerification"] if spec.lab_exceptions.kubeadm_skip_system_verification else []
+
+
 # Label each node's kubelet sets on itself (`--node-labels`) for every sandbox runtime
 # handler it has; RuntimeClass nodeSelectors use the same key. NodeRestriction lets a kubelet
 # set labels outside the kubernetes.io/k8s.io namespaces, so no label controller is needed.
@@ -322,4 +328,4 @@ def node_labels(labels: dict[str, str], runtimes: list[str]) -> str:
 
 TEMPLATE_FILTERS = {"ca_cert_hash": ca_cert_hash, "runtime_label": runtime_label, "node_labels": node_labels}
 TEMPLATE_GLOBALS = {"CRI_SOCKET": CRI_SOCKET, "TLS_CIPHER_SUITES": TLS_CIPHER_SUITES, "KUBEADM_API": KUBEADM_API,
-                    "pause_image": pause_image}
+                    "pause_image": pause_image, "ignored_preflight_errors": ignored_preflight_errors}

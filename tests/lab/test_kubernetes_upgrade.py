@@ -78,8 +78,12 @@ def _deployment() -> str:
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": APP, "namespace": "apps"},
          "spec": {"replicas": REPLICAS, "selector": {"matchLabels": labels},
                   "template": {"metadata": {"labels": labels},
+                               # The control plane may take a pod too: a lab with one worker still has
+                               # somewhere to reschedule while that worker is drained.
                                "spec": {"automountServiceAccountToken": False, "containers": [container],
-                                        "terminationGracePeriodSeconds": 1}}}},
+                                        "terminationGracePeriodSeconds": 1,
+                                        "tolerations": [{"key": "node-role.kubernetes.io/control-plane",
+                                                         "operator": "Exists", "effect": "NoSchedule"}]}}}},
         # A drain evicts one of them at a time: the other keeps running while the first is rescheduled.
         {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": APP, "namespace": "apps"},
          "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}},
@@ -145,25 +149,28 @@ def test_the_upgrade_succeeds_and_reports_every_step(upgraded):
     path = report_line[0].rsplit("report: ", 1)[1]
     report = json.loads(open(path).read())
     assert report["succeeded"] and report["from_version"] == FROM and report["to_version"] == TO
+    spec = load_spec(upgraded["spec"]).spec
+    workers = [n.name for n in spec.nodes_with("worker")]
     steps = [(s["step"], s["host"]) for s in report["steps"]]
-    assert steps == [("images", None), ("control-plane", "cp-1"), ("worker", "worker-1"), ("worker", "worker-2"),
-                     ("converge", None)]
-    for step in report["steps"][1:4]:
+    assert steps == [("images", None), ("control-plane", "cp-1"), *[("worker", w) for w in workers], ("converge", None)]
+    nodes = report["steps"][1:-1]
+    for step in nodes:
         assert (step["before"], step["after"]) == (f"v{FROM}", f"v{TO}"), step
     # The control plane's step ran kubeadm's upgrade; the workers' ran `kubeadm upgrade node`.
-    assert any("Upgrade the control plane with kubeadm" in c for c in report["steps"][1]["changed"])
-    assert all(any("Upgrade the node with kubeadm" in c for c in s["changed"]) for s in report["steps"][2:4])
+    assert any("Upgrade the control plane with kubeadm" in c for c in nodes[0]["changed"])
+    assert all(any("Upgrade the node with kubeadm" in c for c in s["changed"]) for s in nodes[1:])
 
 
 def test_every_node_and_the_api_server_report_the_new_release(upgraded):
     cluster = upgraded["cluster"]
     nodes = json.loads(kubectl(cluster, "get", "nodes", "-o", "json").stdout)["items"]
+    kube_nodes = [n.name for n in load_spec(upgraded["spec"]).spec.nodes if {"control-plane", "worker"} & set(n.roles)]
     assert {n["metadata"]["name"]: n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {
-        "cp-1": f"v{TO}", "worker-1": f"v{TO}", "worker-2": f"v{TO}"}
+        name: f"v{TO}" for name in kube_nodes}
     assert not [n["metadata"]["name"] for n in nodes if n["spec"].get("unschedulable")]
     version = json.loads(kubectl(cluster, "version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
     assert version == f"v{TO}"
-    for node in ("cp-1", "worker-1", "worker-2"):
+    for node in kube_nodes:
         for binary, args in (("kubeadm", ["version", "-o", "short"]), ("kubelet", ["--version"]),
                              ("kubectl", ["version", "--client"])):
             printed = upgraded["lab"].exec(node, [f"/usr/local/bin/{binary}", *args]).stdout.decode()
