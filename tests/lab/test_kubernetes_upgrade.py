@@ -56,7 +56,7 @@ def old_lab(tmp_path_factory, bundle_spec_text):
     directory = tmp_path_factory.mktemp("upgrade")
     spec = directory / "cluster.yaml"
     spec.write_text(bundle_spec_text(old.root))
-    base = tmp_path_factory.mktemp("upgrade-state")
+    base = tmp_path_factory.mktemp("st")  # short: ssh's ControlPath lives below it
     lab, _, _ = start(spec)
     try:
         loaded = load_spec(spec)
