@@ -72,7 +72,7 @@ def old_lab(tmp_path_factory, bundle_spec_text):
 
 def _deployment() -> str:
     labels = {"app": APP}
-    container = {"name": "c", "image": TOOLBOX, "imagePullPolicy": "Never", "command": ["sleep", "86400"],
+    container = {"name": "c", "image": TOOLBOX, "imagePullPolicy": "Never", "command": ["/bin/busybox", "sleep", "86400"],
                  "securityContext": RESTRICTED}
     return yaml.safe_dump_all([
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": APP, "namespace": "apps"},
