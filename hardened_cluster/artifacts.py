@@ -354,6 +354,12 @@ def _install_list(spec: Spec, names: Iterable[str], arch: str, cache_dir: Path |
     return out
 
 
+def kubernetes_bin_dir(spec: Spec) -> str:
+    """Where kubeadm, the kubelet and kubectl are on the nodes: Debian-style packages (pkgs.k8s.io) put
+    them in /usr/bin, release and bundle binaries go to /usr/local/bin."""
+    return "/usr/bin" if source_for(spec).kind == "distro" else "/usr/local/bin"
+
+
 def host_vars(spec: Spec, host: HostPlan, arch: str = "amd64", cache_dir: Path | None = None) -> dict:
     """Role variables for a Kubernetes node: where its release artifacts are and where they go."""
     runtime_handlers = handlers(host)
@@ -371,8 +377,7 @@ def host_vars(spec: Spec, host: HostPlan, arch: str = "amd64", cache_dir: Path |
         "container_runtime_release_files": _install_list(spec, runtime_names, arch, cache_dir) if release else [],
         "kubernetes_node_artifact_source": source,
         "kubernetes_node_binaries": _install_list(spec, KUBERNETES_BINARIES, arch, cache_dir) if release else [],
-        # Debian-style packages (pkgs.k8s.io) put the binaries in /usr/bin.
-        "kubernetes_node_bin_dir": "/usr/local/bin" if release else "/usr/bin",
+        "kubernetes_node_bin_dir": kubernetes_bin_dir(spec),
     }
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hardened_cluster import oci, resources
+from hardened_cluster import kubeadm, oci, resources
 
 BUILD_ROOT = resources.ARTIFACTS / "build"
 BUNDLE_MANIFEST = "bundle.json"
@@ -86,6 +86,14 @@ def kubernetes_build(kubernetes: str) -> str:
     return "kubernetes-" + ".".join(kubernetes.split(".")[:2])
 
 
+def coredns_build(kubernetes: str) -> str:
+    """CoreDNS follows the Kubernetes minor (kubeadm names its tag): one build module per minor."""
+    return "coredns-" + ".".join(kubernetes.split(".")[:2])
+
+
+COREDNS_MODULE = "github.com/coredns/coredns"
+
+
 def binaries(kubernetes: str) -> list[GoBinary]:
     k8s = kubernetes_build(kubernetes)
     out = [GoBinary(c, k8s, f"k8s.io/kubernetes/cmd/{c}", "k8s.io/kubernetes", K8S_VERSION_VARS)
@@ -107,7 +115,7 @@ def binaries(kubernetes: str) -> list[GoBinary]:
                      "github.com/containernetworking/plugins",
                      ("github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion={version}",))
             for name, path in CNI_PLUGINS.items()]
-    out.append(GoBinary("coredns", "coredns", "github.com/coredns/coredns", "github.com/coredns/coredns"))
+    out.append(GoBinary("coredns", coredns_build(kubernetes), COREDNS_MODULE, COREDNS_MODULE))
     # gVisor's `go` branch is a module with no releases: its pseudo-version names the commit.
     gvisor_version = ("gvisor.dev/gvisor/runsc/version.version={version}",)
     out += [GoBinary(name, "gvisor", f"gvisor.dev/gvisor/{package}", "gvisor.dev/gvisor", gvisor_version)
@@ -324,7 +332,27 @@ def kubeadm_images(kubeadm: Path, kubernetes: str) -> dict[str, str]:
     if result.returncode != 0:
         raise BundleError(f"kubeadm config images list failed: {result.stderr.strip()[-400:]}")
     refs = [line.strip() for line in result.stdout.splitlines() if line.strip()]
-    return {ref.rpartition(":")[0].rpartition("/")[2]: ref for ref in refs if "/etcd:" not in ref}
+    images = {ref.rpartition(":")[0].rpartition("/")[2]: ref for ref in refs if "/etcd:" not in ref}
+    check_image_tags(images, kubernetes)
+    return images
+
+
+def check_image_tags(images: dict[str, str], kubernetes: str) -> None:
+    """Refuse a kubeadm whose pause or CoreDNS tag is not the one kubeadm.KUBEADM_IMAGE_TAGS records for its
+    minor (containerd's sandbox image would then name an image the bundle lacks), and a CoreDNS build
+    module that pins another CoreDNS than the tag."""
+    minor = int(kubernetes.split(".")[1])
+    tags = kubeadm.image_tags(minor)
+    for name, want in (("pause", tags.pause), ("coredns", tags.coredns)):
+        got = images.get(name, "").rpartition(":")[2]
+        if got != want:
+            raise BundleError(f"kubeadm {kubernetes} lists {images.get(name) or f'no {name} image'}, but "
+                              f"kubeadm.KUBEADM_IMAGE_TAGS[{minor}].{name} is {want!r}: correct the table")
+    build_dir = BUILD_ROOT / coredns_build(kubernetes)
+    pinned = pinned_version(build_dir, COREDNS_MODULE) if (build_dir / "go.mod").is_file() else None
+    if pinned != tags.coredns:
+        raise BundleError(f"artifacts/build/{build_dir.name} pins CoreDNS {pinned or '(no go.mod)'}, but kubeadm "
+                          f"{kubernetes} names {tags.coredns}: pin {COREDNS_MODULE} {tags.coredns} there")
 
 
 def _member(path: str, data: bytes, mode: int = 0o755) -> tuple[tarfile.TarInfo, io.BytesIO]:

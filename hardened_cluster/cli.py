@@ -133,7 +133,52 @@ def _converge(args, check: bool) -> int:
 
 
 def cmd_apply(args) -> int:
+    if args.phases is None or "kubernetes" in args.phases:
+        from hardened_cluster import upgrade
+
+        loaded = load_spec(args.spec)
+        kube_nodes = {n.name for n in loaded.spec.nodes if {"control-plane", "worker"} & set(n.roles)}
+        # A spec one minor above the running cluster is an upgrade (exit 2 for any other step).
+        if (args.hosts is None or kube_nodes & set(args.hosts)) and loaded.spec.runtimes.artifacts != "distro":
+            running = upgrade.pending(loaded)
+            if running is not None:
+                print(f"cluster.kubernetes_version {loaded.spec.cluster.kubernetes_version}: the cluster runs "
+                      f"{running}; upgrading it", flush=True)
+                return _upgrade(args, loaded, running)
     return _converge(args, check=False)
+
+
+def _upgrade(args, target: LoadedSpec, running: str | None = None) -> int:
+    from hardened_cluster import upgrade
+
+    json_out = getattr(args, "json", False)
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if json_out else (lambda line: print(line, flush=True))
+    report, path = upgrade.upgrade(target, _state(target), progress=say,
+                                   tasks=None if args.quiet or json_out else say, running=running)
+    if json_out:
+        print(report.to_json(), end="")
+    else:
+        if report.error:
+            print(f"error: {report.error}")
+        print(f"upgrade {report.from_version} -> {report.to_version}: "
+              f"{'succeeded' if report.succeeded else 'FAILED; rerun to continue'} in {report.seconds}s; report: {path}")
+    return EXIT_OK if report.succeeded else EXIT_FINDINGS
+
+
+def cmd_upgrade(args) -> int:
+    from hardened_cluster import upgrade
+
+    loaded = load_spec(args.spec)
+    # Before any host is contacted: the step from the spec's release, and the target spec itself.
+    issue = upgrade.step_issue(loaded.spec.cluster.kubernetes_version, args.to)
+    if issue:
+        raise SpecError([issue], f"{args.spec} (--to {args.to})")
+    target = upgrade.target_spec(loaded, args.to, args.bundle)
+    code = _upgrade(args, target)
+    if code == EXIT_OK and not getattr(args, "json", False):
+        bundle = f" and runtimes.bundle: {target.spec.runtimes.bundle}" if target.spec.runtimes.bundle else ""
+        print(f"now set cluster.kubernetes_version: \"{args.to}\"{bundle} in {args.spec}")
+    return code
 
 
 def cmd_drift(args) -> int:
@@ -247,6 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--full", action="store_true",
                        help="run the roles on every host, also those unchanged since their last successful apply")
         p.set_defaults(func=func)
+    p = sub.add_parser("upgrade", help=(
+        "upgrade the live cluster one Kubernetes minor (kubeadm upgrade, control planes then workers one at a "
+        "time, each drained); apply of a spec one minor above the cluster does the same"))
+    _spec_arg(p)
+    p.add_argument("--to", required=True, help="the Kubernetes release to upgrade to, one minor above the spec's")
+    p.add_argument("--bundle", type=Path,
+                   help="the release's bundle directory (runtimes.artifacts: bundle; default: the cache's for --to)")
+    p.add_argument("--quiet", action="store_true", help="no per-task progress")
+    p.add_argument("--json", action="store_true", help="print the JSON report (progress goes to stderr)")
+    p.set_defaults(func=cmd_upgrade)
     p = sub.add_parser("certs", help="every certificate of the cluster (state store and nodes) with its expiry; "
                                      "exit 1 when one is due for renewal or a node holds a stale copy")
     _spec_arg(p)

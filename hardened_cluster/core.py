@@ -58,13 +58,15 @@ def converge(
     state: Path | None = None,
     full: bool = False,
     extra_vars: dict | None = None,
+    tags: list[str] | None = None,
 ) -> tuple[RunResult, Path]:
     """Apply (check=False) or detect drift (check=True); returns the result and its JSON report.
 
     Hosts unchanged since their last successful apply are left out of the Ansible run, unless `full`
     (a run with `extra_vars`, which the rerun key does not see, is always full). A whole-cluster run with
     the kubernetes phase first removes the workers that left the spec (hardened_cluster.membership);
-    drift names them.
+    drift names them. A run narrowed to some concerns (`tags`) is full and records no host as
+    converged: it delivered only part of the plan.
     """
     state = state or state_dir(loaded.spec.cluster.name)
     previous = membership.applied(state)
@@ -86,7 +88,7 @@ def converge(
             for name in removed:
                 kube_bench.forget(state, name)
         targets = hosts or [n.name for n in loaded.spec.nodes]
-        full = full or bool(extra_vars)
+        full = full or bool(extra_vars) or bool(tags)
         stamps = Stamps(state)
         requests = {} if full else stamps.requests(targets)
         env = make_environment()
@@ -116,7 +118,7 @@ def converge(
             for host in set(todo) & set(benched):
                 kube_bench.forget(state, host)
             result = run(plan, state, phases=selected, check=check, hosts=todo, progress=progress, reports=reports,
-                         extra_vars=extra_vars)
+                         extra_vars=extra_vars, tags=tags)
         else:
             result = RunResult(mode, selected, {}, "successful", 0, 0.0, {})
         for host, report in reports.items():
@@ -129,7 +131,7 @@ def converge(
             result.hosts[name] = HostResult(unchanged=True)
             if progress:
                 progress(f"  {name}: unchanged since the last successful apply; Ansible not run there")
-        if not check and todo:
+        if not check and todo and not tags:
             good = [h for h in todo if result.rc == 0 and not (result.hosts[h].failed or result.hosts[h].unreachable)]
             stamps.forget([h for h in todo if h not in good])
             if good:

@@ -319,8 +319,11 @@ def _message(res: dict) -> str:
         return "details hidden (no_log: the task handles secrets)"
     msg = res.get("msg") or res.get("stderr") or ""
     if res.get("stderr") and msg == "non-zero return code":
-        # A command's own last word says more than Ansible's summary.
-        return str(res["stderr"]).strip().splitlines()[-1][:600]
+        # A command's own last word says more than Ansible's summary; kubeadm's is a hint about --v=5,
+        # its [ERROR ...] lines say what failed.
+        lines = str(res["stderr"]).strip().splitlines()
+        errors = [line.strip() for line in lines if line.strip().startswith("[ERROR")]
+        return ("; ".join(errors) if errors else lines[-1])[:600]
     return str(msg).strip().splitlines()[0][:600] if msg else "failed"
 
 
@@ -336,6 +339,7 @@ def run(
     reports: dict[str, dict] | None = None,
     extra_vars: dict | None = None,
     playbook: Path = PLAYBOOK,
+    tags: list[str] | None = None,
 ) -> RunResult:
     """Run the roles of `phases` on `hosts` (default all). Preflight must have passed.
 
@@ -343,6 +347,7 @@ def run(
 
     `reports` receives each host's kube-bench report (the benchmark phase's `kube_bench_report` fact).
     `extra_vars` override role variables for this run only (a day-2 command's one-off setting).
+    `tags` narrows the run to those concerns (`<role>_<feature>`) of the phases' roles.
     """
     from ansible_runner.interface import init_runner
 
@@ -359,7 +364,7 @@ def run(
         private_data_dir=str(state / "runner"),
         playbook=str(playbook),
         inventory=str(inventory),
-        tags=",".join(phases),
+        tags=",".join(tags or phases),
         limit=",".join(targets),
         cmdline="--check --diff" if check else None,
         envvars=_environment(state, forks),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -30,6 +31,53 @@ TLS_CIPHER_SUITES = (
     "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
     "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
 )
+
+# The image registry kubeadm names its images under (no imageRepository is set: the bundle's images carry
+# these names, and the release artifacts' nodes pull from it).
+IMAGE_REGISTRY = "registry.k8s.io"
+
+
+@dataclass(frozen=True)
+class ImageTags:
+    """The tags kubeadm of one Kubernetes minor gives the images it does not version with Kubernetes."""
+
+    pause: str  # cmd/kubeadm/app/constants PauseVersion
+    coredns: str  # cmd/kubeadm/app/constants CoreDNSVersion
+
+
+# Per Kubernetes minor, as that minor's kubeadm source names them (1.35 and 1.36 read from the pinned
+# modules' constants.go). containerd's sandbox image, the bundle's pause and CoreDNS images and the
+# CoreDNS build module of each minor (artifacts/build/coredns-<minor>, checked against this) follow it;
+# `hardened-cluster artifacts build` refuses a kubeadm that lists other tags.
+# 1.37: no 1.37 kubeadm has been read here; 1.36's tags stand in for it until one is.
+KUBEADM_IMAGE_TAGS: dict[int, ImageTags] = {
+    33: ImageTags(pause="3.10", coredns="v1.12.0"),
+    34: ImageTags(pause="3.10.1", coredns="v1.12.1"),
+    35: ImageTags(pause="3.10.1", coredns="v1.13.1"),
+    36: ImageTags(pause="3.10.2", coredns="v1.14.2"),
+    37: ImageTags(pause="3.10.2", coredns="v1.14.2"),
+}
+
+
+def image_tags(minor: int) -> ImageTags:
+    """The pause and CoreDNS tags kubeadm 1.<minor> uses."""
+    try:
+        return KUBEADM_IMAGE_TAGS[minor]
+    except KeyError:
+        raise ValueError(f"no pause/CoreDNS tags are known for Kubernetes 1.{minor} "
+                         "(add them to kubeadm.KUBEADM_IMAGE_TAGS)") from None
+
+
+def pause_image(minor: int) -> str:
+    """The pod sandbox image kubeadm 1.<minor> expects (containerd's sandbox_image)."""
+    return f"{IMAGE_REGISTRY}/pause:{image_tags(minor).pause}"
+
+
+def ignored_preflight_errors(spec: Spec) -> list[str]:
+    """kubeadm's preflight checks skipped on every kubeadm init, join and upgrade (lab only:
+    lab_exceptions.kubeadm_skip_system_verification; the sample spec skips none)."""
+    return ["SystemVerification"] if spec.lab_exceptions.kubeadm_skip_system_verification else []
+
 
 # Label each node's kubelet sets on itself (`--node-labels`) for every sandbox runtime
 # handler it has; RuntimeClass nodeSelectors use the same key. NodeRestriction lets a kubelet
@@ -279,4 +327,5 @@ def node_labels(labels: dict[str, str], runtimes: list[str]) -> str:
 
 
 TEMPLATE_FILTERS = {"ca_cert_hash": ca_cert_hash, "runtime_label": runtime_label, "node_labels": node_labels}
-TEMPLATE_GLOBALS = {"CRI_SOCKET": CRI_SOCKET, "TLS_CIPHER_SUITES": TLS_CIPHER_SUITES, "KUBEADM_API": KUBEADM_API}
+TEMPLATE_GLOBALS = {"CRI_SOCKET": CRI_SOCKET, "TLS_CIPHER_SUITES": TLS_CIPHER_SUITES, "KUBEADM_API": KUBEADM_API,
+                    "pause_image": pause_image, "ignored_preflight_errors": ignored_preflight_errors}

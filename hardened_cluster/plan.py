@@ -231,6 +231,8 @@ _kube = _roles("control-plane", "worker")
 
 # What `kubeadm init phase control-plane all` renders a control plane's static pod manifests from.
 CONTROL_PLANE_CONFIG = "/etc/kubernetes/kubeadm/kubeadm-control-plane.yaml"
+# What `hardened-cluster upgrade` runs `kubeadm upgrade apply|node --config` with (an UpgradeConfiguration).
+UPGRADE_CONFIG = "/etc/kubernetes/kubeadm/kubeadm-upgrade.yaml"
 
 FILES: list[FileRule] = [
     FileRule("/etc/sysctl.d/90-hardened-cluster.conf", "os_hardening", "0644", lambda c, n: c.spec.os_hardening.sysctl),
@@ -273,6 +275,7 @@ FILES: list[FileRule] = [
     FileRule("/etc/kubernetes/kubeadm/kubeadm-init.yaml", "control_plane", "0600", _first_cp, secret=True),
     FileRule("/etc/kubernetes/kubeadm/kubeadm-join.yaml", "control_plane", "0600", _other_cp, secret=True),
     FileRule(CONTROL_PLANE_CONFIG, "control_plane", "0600", _cp),
+    FileRule(UPGRADE_CONFIG, "control_plane", "0600", _cp),
     FileRule("/etc/kubernetes/encryption/encryption-config.yaml", "control_plane", "0600", _cp,
              secret=True),
     FileRule("/etc/kubernetes/auth/authentication-config.yaml", "control_plane", "0600", _cp),
@@ -296,6 +299,7 @@ FILES: list[FileRule] = [
     # worker join
     FileRule("/etc/kubernetes/kubeadm/kubeadm-join.yaml", "worker", "0600",
              lambda c, n: "worker" in n.roles and "control-plane" not in n.roles, secret=True),
+    FileRule(UPGRADE_CONFIG, "worker", "0600", lambda c, n: "worker" in n.roles and "control-plane" not in n.roles),
 ]
 
 # Cluster objects, applied with the admin kubeconfig (CLI) or as typed resources (Pulumi).

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hardened_cluster import access, artifacts, kube_bench, kubeadm
 from hardened_cluster.pki import RENEW_BEFORE
-from hardened_cluster.plan import (CONTROL_PLANE_CONFIG, SANDBOX_HANDLERS, HostFacts, HostPlan, Plan, etcd_cluster_token,
+from hardened_cluster.plan import (CONTROL_PLANE_CONFIG, SANDBOX_HANDLERS, UPGRADE_CONFIG, HostFacts, HostPlan, Plan, etcd_cluster_token,
                                    etcd_endpoints)
 from hardened_cluster.spec import Node
 
@@ -130,6 +130,7 @@ def _kubernetes_vars(plan: Plan, host: HostPlan, plan_dir: Path, want) -> dict[s
                     cluster, {f.path: f.sha256 for f in host.for_role("control_plane")}),
                 "control_plane_admin_conf_dest": str(plan_dir.parent / "admin.conf"),
                 "control_plane_certs_renew_within_days": RENEW_BEFORE.days,
+                "control_plane_upgrade_config": UPGRADE_CONFIG,
             }
         if want("cluster_objects"):
             labelled = {name: _sandboxes(other) for name, other in plan.hosts.items() if _sandboxes(other)}
@@ -146,7 +147,7 @@ def _kubernetes_vars(plan: Plan, host: HostPlan, plan_dir: Path, want) -> dict[s
                 } if init else {},
             }
     elif "worker" in node.roles and want("worker"):
-        out["worker"] = {"worker_bin_dir": bin_dir, "worker_token_host": first_cp}
+        out["worker"] = {"worker_bin_dir": bin_dir, "worker_token_host": first_cp, "worker_upgrade_config": UPGRADE_CONFIG}
     if spec.runtimes.artifacts == "bundle" and want("kube_bench"):
         out["kube_bench"] = kube_bench.host_vars(spec, node)
     return out

@@ -11,7 +11,7 @@ pytest_plugins = ["hardened_cluster.lab.pytest_plugin"]
 REPO = Path(__file__).resolve().parents[1]
 TEARDOWN_MODULE = "test_lab_teardown.py"
 # Modules that run a lab of their own (same instance, other nodes): before the session's lab starts.
-OWN_LAB_MODULES = {"test_firewall_ssh_port.py", "test_ha_control_plane.py"}
+OWN_LAB_MODULES = {"test_firewall_ssh_port.py", "test_ha_control_plane.py", "test_kubernetes_upgrade.py"}
 # Every host's full rerun, proving each module before restored what it changed: after them.
 LAST_CLUSTER_MODULE = "test_kubernetes_rerun.py"
 # After every other cluster test: they recreate etcd from empty (Debian's 3.4 to start from; the Pulumi

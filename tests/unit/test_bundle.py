@@ -134,7 +134,7 @@ def test_a_changed_pin_changes_only_what_it_pins(bundle, monkeypatch):
     before = {name: key(name) for name in ("kubeadm", "etcd", "coredns")}
     real = bundles._tree_digest
     monkeypatch.setattr(bundles, "_tree_digest",
-                        lambda d: real(d) + ("-changed" if d.name == "coredns" else ""))
+                        lambda d: real(d) + ("-changed" if d.name == bundles.coredns_build(bundle.kubernetes) else ""))
     builder._trees.clear()
     after = {name: key(name) for name in before}
     assert after["coredns"] != before["coredns"]

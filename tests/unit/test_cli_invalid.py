@@ -314,3 +314,35 @@ def test_a_snapshot_that_is_no_snapshot_file_name_is_refused_contacting_nothing(
     assert f"error: --snapshot: {name!r} is not a snapshot file name" in result.stderr
     assert guarded.contacted() == ""
     assert not guarded.state.exists()
+
+
+@pytest.mark.parametrize("to, why", [
+    ("1.37.0", "more than one minor up; kubeadm upgrades one minor at a time: upgrade to 1.36.x first"),
+    ("1.34.4", "a downgrade; kubeadm cannot move a cluster to an older minor"),
+    ("1.35.1", "already that release"),
+    ("1.35.5", "the same minor"),
+    ("2.0.0", "more than one minor up"),
+    ("latest", "not a Kubernetes release (x.y.z)"),
+])
+def test_an_upgrade_other_than_one_minor_up_is_refused_contacting_nothing(to, why, guarded):
+    """`upgrade --to`: exit 2 naming cluster.kubernetes_version, before any host or the state is touched."""
+    result = guarded.run(["-m", "hardened_cluster.cli", "upgrade", "--spec",
+                          str(ROOT / "inventories" / "sample" / "cluster.yaml"), "--to", to])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert f"cluster.kubernetes_version: {to} from 1.35.1: {why}" in result.stderr
+    assert guarded.contacted() == ""
+    assert not guarded.state.exists()
+
+
+def test_an_upgrade_to_an_unsupported_minor_names_the_key(guarded):
+    """One minor up, but past what the spec supports: the spec's own validation names the key."""
+    data = yaml.safe_load((ROOT / "inventories" / "sample" / "cluster.yaml").read_text())
+    data["cluster"]["kubernetes_version"] = "1.37.2"
+    spec = guarded.tmp / "cluster.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    result = guarded.run(["-m", "hardened_cluster.cli", "upgrade", "--spec", str(spec), "--to", "1.38.0"])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert "cluster.kubernetes_version: '1.38.0' is not supported" in result.stderr
+    assert guarded.contacted() == ""

@@ -76,8 +76,23 @@ def test_the_config_paths_are_the_ones_the_plan_renders(sample):
     init = _defaults("control_plane")["control_plane_init_config"]
     join = _defaults("control_plane")["control_plane_join_config"]
     render = _defaults("control_plane")["control_plane_render_config"]
+    upgrade = _defaults("control_plane")["control_plane_upgrade_config"]
     assert _defaults("worker")["worker_join_config"] == join
-    assert {f.path for f in plan.hosts[cps[0]].files.values() if "/kubeadm/" in f.path} == {init, render}
+    assert _defaults("worker")["worker_upgrade_config"] == upgrade
+    assert {f.path for f in plan.hosts[cps[0]].files.values() if "/kubeadm/" in f.path} == {init, render, upgrade}
+    version = f"v{loaded.spec.cluster.kubernetes_version}"
+    for name in cps + workers:
+        # What `kubeadm upgrade apply|node --config` reads: the plan's release, no secret; patches on control planes.
+        planned = plan.hosts[name].files[upgrade]
+        config = yaml.safe_load(planned.content)
+        assert not planned.secret and config["kind"] == "UpgradeConfiguration"
+        assert host_vars(plan, loaded.spec.node(name), state / "plan")[
+            "control_plane_upgrade_config" if name in cps else "worker_upgrade_config"] == upgrade
+        if name in cps:
+            assert config["apply"]["kubernetesVersion"] == version
+            assert config["apply"]["patches"] == config["node"]["patches"] == {"directory": "/etc/kubernetes/kubeadm/patches"}
+        else:
+            assert set(config) == {"apiVersion", "kind", "node"}
     assert plan.hosts[cps[0]].files[init].role == "control_plane" and plan.hosts[cps[0]].files[init].secret
     assert len(cps) > 1 and workers
     for name in cps:
@@ -87,11 +102,11 @@ def test_the_config_paths_are_the_ones_the_plan_renders(sample):
         assert own["kind"] == "InitConfiguration" and not {"bootstrapTokens", "certificateKey"} & set(own)
         assert host_vars(plan, loaded.spec.node(name), state / "plan")["control_plane_render_config"] == render
     for name in cps[1:]:
-        assert {f.path for f in plan.hosts[name].files.values() if "/kubeadm/" in f.path} == {join, render}
+        assert {f.path for f in plan.hosts[name].files.values() if "/kubeadm/" in f.path} == {join, render, upgrade}
         assert plan.hosts[name].files[join].role == "control_plane" and plan.hosts[name].files[join].secret
         assert "certificateKey" in yaml.safe_load(plan.hosts[name].files[join].content)["controlPlane"]
     for name in workers:
-        assert {f.path for f in plan.hosts[name].files.values() if "/kubeadm/" in f.path} == {join}
+        assert {f.path for f in plan.hosts[name].files.values() if "/kubeadm/" in f.path} == {join, upgrade}
         assert plan.hosts[name].files[join].role == "worker" and plan.hosts[name].files[join].secret
         assert "controlPlane" not in yaml.safe_load(plan.hosts[name].files[join].content)
     # The inventory tells exactly the first control-plane node to init.
