@@ -136,7 +136,11 @@ def cmd_apply(args) -> int:
     if args.phases is None or "kubernetes" in args.phases:
         from hardened_cluster import upgrade
 
+        from hardened_cluster import membership
+
         loaded = load_spec(args.spec)
+        # Before the running version is asked for: a membership apply cannot change is refused untouched.
+        membership.refuse_unsupported(membership.applied(_state(loaded)), loaded)
         kube_nodes = {n.name for n in loaded.spec.nodes if {"control-plane", "worker"} & set(n.roles)}
         # A spec one minor above the running cluster is an upgrade (exit 2 for any other step).
         if (args.hosts is None or kube_nodes & set(args.hosts)) and loaded.spec.runtimes.artifacts != "distro":
@@ -151,18 +155,12 @@ def cmd_apply(args) -> int:
 def _upgrade(args, target: LoadedSpec, running: str | None = None) -> int:
     from hardened_cluster import upgrade
 
-    json_out = getattr(args, "json", False)
-    say = (lambda line: print(line, file=sys.stderr, flush=True)) if json_out else (lambda line: print(line, flush=True))
-    report, path = upgrade.upgrade(target, _state(target), progress=say,
-                                   tasks=None if args.quiet or json_out else say, running=running)
-    if json_out:
-        print(report.to_json(), end="")
-    else:
-        if report.error:
-            print(f"error: {report.error}")
-        print(f"upgrade {report.from_version} -> {report.to_version}: "
-              f"{'succeeded' if report.succeeded else 'FAILED; rerun to continue'} in {report.seconds}s; report: {path}")
-    return EXIT_OK if report.succeeded else EXIT_FINDINGS
+    args.json = getattr(args, "json", False)  # apply has no --json
+    say, tasks = _day2_progress(args)
+    report, path = upgrade.upgrade(target, _state(target), progress=say, tasks=tasks, running=running)
+    return _day2_result(args, report, lambda: (
+        f"upgrade {report.from_version} -> {report.to_version}: "
+        f"{'succeeded' if report.succeeded else 'FAILED; rerun to continue'} in {report.seconds}s; report: {path}"))
 
 
 def cmd_upgrade(args) -> int:
