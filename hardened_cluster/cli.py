@@ -25,6 +25,12 @@ def _spec_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", required=True, type=Path, help="inventories/<env>/cluster.yaml")
 
 
+def _day2_args(parser: argparse.ArgumentParser) -> None:
+    """--quiet and --json of a day-2 command (see _day2_progress)."""
+    parser.add_argument("--quiet", action="store_true", help="no per-task progress")
+    parser.add_argument("--json", action="store_true", help="print the JSON report (progress goes to stderr)")
+
+
 def _days(text: str) -> int:
     """A whole number of days, 1 or more (argparse turns the error into exit 2 with the option's name)."""
     if not text.isdigit() or int(text) < 1:
@@ -297,8 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, help="the Kubernetes release to upgrade to, one minor above the spec's")
     p.add_argument("--bundle", type=Path,
                    help="the release's bundle directory (runtimes.artifacts: bundle; default: the cache's for --to)")
-    p.add_argument("--quiet", action="store_true", help="no per-task progress")
-    p.add_argument("--json", action="store_true", help="print the JSON report (progress goes to stderr)")
+    _day2_args(p)
     p.set_defaults(func=cmd_upgrade)
     p = sub.add_parser("certs", help="every certificate of the cluster (state store and nodes) with its expiry; "
                                      "exit 1 when one is due for renewal or a node holds a stale copy")
@@ -311,8 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         "a new encryption key for Secrets at rest: added read-only, made first, every object rewritten, "
         "the old keys removed; an interrupted rotation continues when rerun"))
     _spec_arg(key)
-    key.add_argument("--quiet", action="store_true", help="no per-task progress")
-    key.add_argument("--json", action="store_true", help="print the JSON report (progress goes to stderr)")
+    _day2_args(key)
     key.set_defaults(func=cmd_rotate_encryption_key)
     renew = rotate_sub.add_parser("kubeadm-certs", help=(
         "renew kubeadm's certificates and kubeconfigs on every control plane (kubeadm certs renew) and restart "
@@ -320,8 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_arg(renew)
     renew.add_argument("--within", type=_days, metavar="DAYS",
                        help="only those that expire within DAYS days (default: every one)")
-    renew.add_argument("--quiet", action="store_true", help="no per-task progress")
-    renew.add_argument("--json", action="store_true", help="print the JSON report (progress goes to stderr)")
+    _day2_args(renew)
     renew.set_defaults(func=cmd_rotate_kubeadm_certs)
     p = sub.add_parser("restore", help="disaster recovery on the live cluster")
     restore_sub = p.add_subparsers(dest="restore_command", required=True, parser_class=Parser)
@@ -331,8 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_arg(etcd)
     etcd.add_argument("--snapshot", metavar="NAME",
                       help="a snapshot file name in etcd.snapshot.directory on the first etcd member (default: the newest)")
-    etcd.add_argument("--quiet", action="store_true", help="no per-task progress")
-    etcd.add_argument("--json", action="store_true", help="print the JSON report (progress goes to stderr)")
+    _day2_args(etcd)
     etcd.set_defaults(func=cmd_restore_etcd)
     p = sub.add_parser("artifacts", help="the pinned binaries the Kubernetes phases install")
     art_sub = p.add_subparsers(dest="artifacts_command", required=True, parser_class=Parser)

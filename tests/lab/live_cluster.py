@@ -3,8 +3,11 @@ kubectl, kubeconfig) with the pods the tests run on it."""
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import yaml
 
@@ -106,3 +109,14 @@ def run_pod(cluster, manifest, name, namespace, timeout=180) -> dict:
         return wait_for(f"pod {namespace}/{name}", lambda: finished(cluster, name, namespace), timeout)
     finally:
         kubectl(cluster, "-n", namespace, "delete", "pod", name, "--wait=false", check=False)
+
+
+def anonymous_status(url: str) -> int:
+    """The HTTP status an HTTPS request without any credentials gets."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # no credentials at all
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code

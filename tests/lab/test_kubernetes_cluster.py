@@ -7,15 +7,12 @@ asks the cluster; each test leaves it as it found it.
 from __future__ import annotations
 
 import json
-import ssl
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from hardened_cluster.core import converge
-from live_cluster import etcdctl, kubectl, pod, run_pod, wait_for
+from live_cluster import anonymous_status, etcdctl, kubectl, pod, run_pod, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -89,19 +86,9 @@ def test_a_secret_request_is_audited_without_its_data(cluster, lab, lab_spec):
     assert plaintext not in lab.lab.exec("cp-1", ["cat", log]).stdout.decode()
 
 
-def _anonymous(url: str) -> int:
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # no credentials at all
-    try:
-        with urllib.request.urlopen(url, context=context, timeout=10) as answer:
-            return answer.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 def test_anonymous_requests_are_refused_by_the_api_server_and_the_kubelets(cluster, lab, lab_spec):
     endpoint = lab_spec.spec.cluster.control_plane_endpoint
-    assert _anonymous(f"https://{endpoint}/api/v1/namespaces/kube-system/secrets") == 401
+    assert anonymous_status(f"https://{endpoint}/api/v1/namespaces/kube-system/secrets") == 401
     # The kubelets answer only the control plane (firewall); ask from there, without a client certificate.
     for node in (str(lab_spec.spec.node(w).address) for w in WORKERS):
         code = lab.lab.exec("cp-1", ["python3", "-c", (

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 import yaml
@@ -25,7 +22,7 @@ from hardened_cluster.core import converge
 from hardened_cluster.lab_cli import start
 from hardened_cluster.plan import etcd_endpoints
 from hardened_cluster.spec import load_spec
-from live_cluster import RESTRICTED, TOOLBOX, kubectl, wait_for
+from live_cluster import RESTRICTED, TOOLBOX, anonymous_status, kubectl, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -96,16 +93,6 @@ def _pods(cluster) -> dict[str, dict]:
                                    "deleted": "deletionTimestamp" in p["metadata"],
                                    "ready": any(c["type"] == "Ready" and c["status"] == "True"
                                                 for c in p["status"].get("conditions", []))} for p in items}
-
-
-def _anonymous(url: str) -> int:
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # no credentials at all
-    try:
-        with urllib.request.urlopen(url, context=context, timeout=10) as answer:
-            return answer.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +192,7 @@ def test_the_api_server_still_runs_with_the_hardened_flags(upgraded):
     manifest = lab.exec("cp-1", ["cat", "/etc/kubernetes/manifests/kube-apiserver.yaml"]).stdout.decode()
     assert f"kube-apiserver:v{TO}" in manifest
     endpoint = spec.spec.cluster.control_plane_endpoint
-    assert _anonymous(f"https://{endpoint}/api/v1/namespaces/kube-system/secrets") == 401
+    assert anonymous_status(f"https://{endpoint}/api/v1/namespaces/kube-system/secrets") == 401
 
 
 def test_the_new_plan_passes_check_and_a_rerun_changes_nothing(upgraded):
