@@ -31,12 +31,12 @@ TESTS = ["tests/unit"]
 DESELECT = ["tests/unit/test_render.py::test_golden_sample"]
 # Tests of things outside the tree (the offline bundle being built) that can change during a run.
 IGNORE = ["tests/unit/test_bundle.py"]
-FW, NFT, CIS, CONV = ("hardened_cluster/firewall.py", "templates/etc/nftables.conf.j2", "hardened_cluster/cis.py",
-                      "hardened_cluster/converged.py")
+FW, NFT, CIS, CONV = ("hardened_cluster/plan/firewall.py", "templates/etc/nftables.conf.j2", "hardened_cluster/verify/cis.py",
+                      "hardened_cluster/deliver/rerun.py")
 INIT, KUBELET = "templates/etc/kubernetes/kubeadm/kubeadm-init.yaml.j2", "templates/var/lib/kubelet/config.yaml.j2"
 CLUSTER = "templates/etc/kubernetes/kubeadm/_cluster-configuration.yaml.j2"
 SSHD, ETCD = "templates/etc/ssh/sshd_config.d/10-hardened-cluster.conf.j2", "templates/etc/etcd/etcd.conf.yml.j2"
-DELIVER = "hardened_cluster/deliver.py"
+DELIVER = "hardened_cluster/deliver/ansible.py"
 PERMISSIONS, BOOTSTRAP = "roles/control_plane/tasks/permissions.yml", "roles/control_plane/tasks/bootstrap.yml"
 GUARDS = "tests/lab/test_kubernetes_guards.py"
 # The lab's instance and spec (HC_LAB_INSTANCE, HC_LAB_SPEC) pass through to the lab runs.

@@ -5,7 +5,7 @@ CIS-checked, each phase timed. Target: under 2 s in total on a 2-core machine.
 
 Issue 15's targets: `--nodes 10000 --target 10`, and the largest document the loader accepts,
 `--nodes 10000 --labels 30 --target 10` (10,000 list entries, 720,000 values, 13.9 MB of YAML;
-see hardened_cluster/spec_limits.py).
+see hardened_cluster/spec/limits.py).
 
 The PKI and generated secrets are created once in a temporary state directory before timing:
 a real `plan` reuses them from the state store too.
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import yaml
 
-from hardened_cluster.cis import check_plan, summary
-from hardened_cluster.plan import render_plan
-from hardened_cluster.secrets import resolve_secrets
-from hardened_cluster.spec import load_spec
+from hardened_cluster.verify.cis import check_plan, summary
+from hardened_cluster.plan.render import render_plan
+from hardened_cluster.secrets.store import resolve_secrets
+from hardened_cluster.spec.model import load_spec
 
 # Any valid key will do: the benchmark pins one per node, it never connects.
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDb6Jj7qSMKoBH0Aw/lMgwKVphvxpIsAdQh0Ggs4uWjU"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hardened_cluster.spec import LoadedSpec, load_spec
+from hardened_cluster.spec.model import LoadedSpec, load_spec
 
 pytest_plugins = ["hardened_cluster.lab.pytest_plugin"]
 
@@ -47,7 +47,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def bundle():
     """The offline bundle the lab spec names (scripts/test.sh builds it where Go is installed)."""
-    from hardened_cluster import bundle as bundles
+    from hardened_cluster.deliver import bundle as bundles
 
     root = bundles.default_out(bundles.DEFAULT_KUBERNETES)
     try:

@@ -7,7 +7,7 @@ import yaml
 from pydantic import ValidationError
 
 from hardened_cluster.errors import SpecError, SpecIssue
-from hardened_cluster.spec import Spec, validation_issues
+from hardened_cluster.spec.model import Spec, validation_issues
 
 from .model import LabNode
 

@@ -23,10 +23,10 @@ if not os.environ.get("HC_E2E_SPEC"):
     pytest.skip("e2e not run: HC_E2E_SPEC is not set; these tests need real machines with Kubernetes binaries",
                 allow_module_level=True)
 
-from hardened_cluster.core import converge  # noqa: E402
-from hardened_cluster.preflight import ssh_run  # noqa: E402
-from hardened_cluster.secrets import resolve_secrets, state_dir  # noqa: E402
-from hardened_cluster.spec import LoadedSpec, load_spec  # noqa: E402
+from hardened_cluster.deliver.converge import converge  # noqa: E402
+from hardened_cluster.deliver.preflight import ssh_run  # noqa: E402
+from hardened_cluster.secrets.store import resolve_secrets, state_dir  # noqa: E402
+from hardened_cluster.spec.model import LoadedSpec, load_spec  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 

@@ -11,10 +11,10 @@ import urllib.request
 
 import yaml
 
-from hardened_cluster.core import converge
-from hardened_cluster.deliver import PHASES
-from hardened_cluster.spec import Spec
-from hardened_cluster.verify import etcdctl_argv
+from hardened_cluster.deliver.converge import converge
+from hardened_cluster.deliver.ansible import PHASES
+from hardened_cluster.spec.model import Spec
+from hardened_cluster.verify.probes import etcdctl_argv
 
 # Every phase but the kube-bench gate (it has its own tests, and runs kube-bench on each changed host).
 CLUSTER_PHASES = [p for p in PHASES if p != "benchmark"]

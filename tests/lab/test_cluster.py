@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 import live_cluster
-from hardened_cluster.core import converge
-from hardened_cluster.demo import run_outside
+from hardened_cluster.deliver.converge import converge
+from hardened_cluster.cli.demo import run_outside
 from hardened_cluster.errors import DeliveryError
-from hardened_cluster.spec import load_spec
-from hardened_cluster.verify import etcd_health, scan
+from hardened_cluster.spec.model import load_spec
+from hardened_cluster.verify.probes import etcd_health, scan
 
 pytestmark = pytest.mark.lab
 
@@ -267,7 +267,7 @@ NODE_TREES = "/etc /var /usr/local /root /home /tmp /run"
 
 
 def _cli(command, spec_path, env, *extra):
-    return subprocess.run([sys.executable, "-m", "hardened_cluster.cli", command, "--spec", str(spec_path),
+    return subprocess.run([sys.executable, "-m", "hardened_cluster.cli.main", command, "--spec", str(spec_path),
                            "--phases", ",".join(PHASES), *extra], capture_output=True, text=True, env=env, timeout=900)
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from hardened_cluster.core import converge
-from hardened_cluster.verify import etcd_health
+from hardened_cluster.deliver.converge import converge
+from hardened_cluster.verify.probes import etcd_health
 
 pytestmark = pytest.mark.lab
 

@@ -2,10 +2,10 @@
 changed each move the host's fingerprint, and the next apply runs Ansible there and puts it back."""
 import pytest
 
-from hardened_cluster.converged import fingerprints
-from hardened_cluster.core import converge
-from hardened_cluster.plan import render_plan
-from hardened_cluster.secrets import resolve_secrets
+from hardened_cluster.deliver.rerun import fingerprints
+from hardened_cluster.deliver.converge import converge
+from hardened_cluster.plan.render import render_plan
+from hardened_cluster.secrets.store import resolve_secrets
 
 pytestmark = pytest.mark.lab
 

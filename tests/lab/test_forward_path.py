@@ -1,7 +1,7 @@
 """The port matrix on the lab, forward path included, checked against tables written out by hand.
 
 The expected results below come from the documented matrix (README, docs/lab.md), not from
-hardened_cluster.firewall: a change to the code that opens or closes anything makes a table disagree.
+hardened_cluster.plan.firewall: a change to the code that opens or closes anything makes a table disagree.
 
 Forward path: a netns behind worker-1 stands in for a pod (10.244.1.10, inside the lab's pod CIDR), with
 a TCP and a UDP listener. A kube-proxy-style nat table on worker-1 DNATs a NodePort (TCP and UDP), a
@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hardened_cluster.core import converge
+from hardened_cluster.deliver.converge import converge
 from hardened_cluster.lab.model import BRIDGE, netns_name
-from hardened_cluster.plan import render_plan
-from hardened_cluster.secrets import resolve_secrets
-from hardened_cluster.spec import parse_spec
+from hardened_cluster.plan.render import render_plan
+from hardened_cluster.secrets.store import resolve_secrets
+from hardened_cluster.spec.model import parse_spec
 
 pytestmark = pytest.mark.lab
 

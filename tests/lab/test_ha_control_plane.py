@@ -17,10 +17,10 @@ import pytest
 
 from hardened_cluster.lab.lab import Lab
 from hardened_cluster.lab.pytest_plugin import spec_path
-from hardened_cluster.lab_cli import start
-from hardened_cluster.plan import FILES, _first_cp
+from hardened_cluster.cli.lab import start
+from hardened_cluster.plan.render import FILES, _first_cp
 from hardened_cluster.resources import ROOT
-from hardened_cluster.spec import load_spec
+from hardened_cluster.spec.model import load_spec
 from live_cluster import CLUSTER_PHASES, access, apply, kubectl, wait_for
 
 pytestmark = pytest.mark.lab

@@ -25,10 +25,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 import live_cluster
-from hardened_cluster import role_vars as role_vars_module
-from hardened_cluster.converged import fingerprints
-from hardened_cluster.plan import render_plan
-from hardened_cluster.secrets import resolve_secrets
+from hardened_cluster.plan import role_vars as role_vars_module
+from hardened_cluster.deliver.rerun import fingerprints
+from hardened_cluster.plan.render import render_plan
+from hardened_cluster.secrets.store import resolve_secrets
 from live_cluster import apply, kubectl
 
 pytestmark = pytest.mark.lab
@@ -49,7 +49,7 @@ def cluster(lab, lab_spec, lab_state, bundle):
 def certs(lab_spec, lab_state) -> tuple[int, dict]:
     """`hardened-cluster certs --json` against the lab's state store: exit code and report."""
     env = {**os.environ, "HC_STATE_DIR": str(lab_state.parent)}
-    run = subprocess.run([sys.executable, "-m", "hardened_cluster.cli", "certs", "--spec", str(lab_spec.path), "--json"],
+    run = subprocess.run([sys.executable, "-m", "hardened_cluster.cli.main", "certs", "--spec", str(lab_spec.path), "--json"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode in (0, 1), run.stderr
     return run.returncode, json.loads(run.stdout)
@@ -145,7 +145,7 @@ def test_an_older_etcd_certificate_on_a_member_is_named_and_apply_restores_the_s
 
 def rotate_kubeadm_certs(lab_spec, lab_state, *extra) -> dict:
     env = {**os.environ, "HC_STATE_DIR": str(lab_state.parent)}
-    run = subprocess.run([sys.executable, "-m", "hardened_cluster.cli", "rotate", "kubeadm-certs", "--spec",
+    run = subprocess.run([sys.executable, "-m", "hardened_cluster.cli.main", "rotate", "kubeadm-certs", "--spec",
                           str(lab_spec.path), "--json", *extra], capture_output=True, text=True, env=env, timeout=1200)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     return json.loads(run.stdout)

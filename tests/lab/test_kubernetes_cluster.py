@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from hardened_cluster.core import converge
+from hardened_cluster.deliver.converge import converge
 from live_cluster import anonymous_status, etcdctl, kubectl, pod, run_pod, wait_for
 
 pytestmark = pytest.mark.lab

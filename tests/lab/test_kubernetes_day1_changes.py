@@ -24,8 +24,8 @@ import pytest
 import live_cluster
 from live_cluster import CLUSTER_PHASES, assert_clean, drift, kubectl, pod, wait_for
 
-from hardened_cluster.artifacts import INSTALL
-from hardened_cluster.spec import LoadedSpec, load_spec
+from hardened_cluster.deliver.artifacts import INSTALL
+from hardened_cluster.spec.model import LoadedSpec, load_spec
 
 pytestmark = pytest.mark.lab
 

@@ -23,8 +23,8 @@ import yaml
 import live_cluster
 from live_cluster import CLUSTER_PHASES, assert_clean, etcdctl, kubectl
 
-from hardened_cluster.cluster_checks import stored_prefix
-from hardened_cluster.secrets import encryption_key_names, load_rotation
+from hardened_cluster.verify.live_cluster import stored_prefix
+from hardened_cluster.secrets.store import encryption_key_names, load_rotation
 
 pytestmark = pytest.mark.lab
 
@@ -63,7 +63,7 @@ def objects(cluster):
 def rotate_command(lab_spec, lab_state, *extra) -> tuple[list[str], dict[str, str]]:
     assert lab_state.name == lab_spec.spec.cluster.name  # HC_STATE_DIR/<cluster> is the lab's state
     env = {**os.environ, "HC_STATE_DIR": str(lab_state.parent)}
-    return [sys.executable, "-m", "hardened_cluster.cli", "rotate", "encryption-key", "--spec", str(lab_spec.path),
+    return [sys.executable, "-m", "hardened_cluster.cli.main", "rotate", "encryption-key", "--spec", str(lab_spec.path),
             *extra], env
 
 

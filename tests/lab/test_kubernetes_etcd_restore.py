@@ -24,8 +24,8 @@ import pytest
 import live_cluster
 from live_cluster import CLUSTER_PHASES, assert_clean, etcdctl, kubectl
 
-from hardened_cluster.cluster_checks import stored_prefix
-from hardened_cluster.secrets import encryption_key_names
+from hardened_cluster.verify.live_cluster import stored_prefix
+from hardened_cluster.secrets.store import encryption_key_names
 
 pytestmark = pytest.mark.lab
 
@@ -44,7 +44,7 @@ def cluster(lab, lab_spec, lab_state, bundle):
 def restore(lab_spec, lab_state, *extra) -> subprocess.CompletedProcess:
     assert lab_state.name == lab_spec.spec.cluster.name  # HC_STATE_DIR/<cluster> is the lab's state
     env = {**os.environ, "HC_STATE_DIR": str(lab_state.parent)}
-    return subprocess.run([sys.executable, "-m", "hardened_cluster.cli", "restore", "etcd", "--spec",
+    return subprocess.run([sys.executable, "-m", "hardened_cluster.cli.main", "restore", "etcd", "--spec",
                            str(lab_spec.path), *extra], env=env, capture_output=True, text=True, timeout=1800)
 
 

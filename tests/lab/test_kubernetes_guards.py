@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 import live_cluster
-from hardened_cluster.core import converge
+from hardened_cluster.deliver.converge import converge
 
 pytestmark = pytest.mark.lab
 

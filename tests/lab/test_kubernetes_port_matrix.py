@@ -3,7 +3,7 @@
 by a pod, probed over TCP from the outsider netns, a worker, the control-plane node and the admin address.
 
 The expected table is written by hand from docs/firewall.md's matrix (lab spec: NodePorts off, no extra
-ports), not computed from hardened_cluster.firewall. The lab's addresses depend on its instance; the table
+ports), not computed from hardened_cluster.plan.firewall. The lab's addresses depend on its instance; the table
 is by role.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 import pytest
 import yaml
 
-from hardened_cluster.core import converge
+from hardened_cluster.deliver.converge import converge
 from live_cluster import kubectl
 from hardened_cluster.lab.model import CONTROLLER_ADDRESS, OUTSIDER_NETNS, netns_name
 

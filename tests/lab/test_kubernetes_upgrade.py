@@ -17,11 +17,12 @@ import time
 import pytest
 import yaml
 
-from hardened_cluster import bundle as bundles, kubeadm
-from hardened_cluster.core import converge
-from hardened_cluster.lab_cli import start
-from hardened_cluster.plan import etcd_endpoints
-from hardened_cluster.spec import load_spec
+from hardened_cluster.deliver import bundle as bundles
+from hardened_cluster.plan import kubeadm
+from hardened_cluster.deliver.converge import converge
+from hardened_cluster.cli.lab import start
+from hardened_cluster.plan.render import etcd_endpoints
+from hardened_cluster.spec.model import load_spec
 from live_cluster import RESTRICTED, TOOLBOX, anonymous_status, kubectl, wait_for
 
 pytestmark = pytest.mark.lab
@@ -40,7 +41,7 @@ def _bundle(version):
 
 def cli(state_base, *args, timeout=3600) -> subprocess.CompletedProcess:
     """The `hardened-cluster` command with its state under `state_base` (state_base/<cluster name>)."""
-    return subprocess.run([sys.executable, "-m", "hardened_cluster.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "hardened_cluster.cli.main", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "HC_STATE_DIR": str(state_base)})
 
 

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from hardened_cluster.core import converge
+from hardened_cluster.deliver.converge import converge
 import live_cluster
 from live_cluster import kubectl, pod, wait_for
 

@@ -15,9 +15,9 @@ import tomllib
 import pytest
 import yaml
 
-from hardened_cluster import bundle
-from hardened_cluster.core import converge
-from hardened_cluster.plan import make_environment
+from hardened_cluster.deliver import bundle
+from hardened_cluster.deliver.converge import converge
+from hardened_cluster.plan.render import make_environment
 
 pytestmark = pytest.mark.lab
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from hc_pulumi_mocks import SAMPLE, SECRETS_TYPE, EchoMocks, RecordingMonitor
 
-from hardened_cluster.providers import ClusterSecretsProvider
+from hardened_cluster.pulumi.providers import ClusterSecretsProvider
 
 
 @pytest.fixture(autouse=True)

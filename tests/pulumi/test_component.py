@@ -9,13 +9,13 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from hardened_cluster import plan as plan_module
-from hardened_cluster.component import TIERS, TYPE, HardenedCluster, HardenedClusterArgs, manifest_objects
-from hardened_cluster.converged import plan_key
-from hardened_cluster.firewall import node_rules
-from hardened_cluster.plan import render_plan
-from hardened_cluster.providers import load, materialize
-from hardened_cluster.secrets import resolve_secrets
+from hardened_cluster.plan import render as plan_module
+from hardened_cluster.pulumi.component import TIERS, TYPE, HardenedCluster, HardenedClusterArgs, manifest_objects
+from hardened_cluster.deliver.rerun import plan_key
+from hardened_cluster.plan.firewall import node_rules
+from hardened_cluster.plan.render import render_plan
+from hardened_cluster.pulumi.providers import load, materialize
+from hardened_cluster.secrets.store import resolve_secrets
 from hc_pulumi_mocks import SAMPLE, SECRETS_TYPE, TIER_TYPE, is_wrapped_secret, resolve, settled
 
 TIER_NAMES = [f"sample-{t.name}" for t in TIERS]

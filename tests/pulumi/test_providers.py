@@ -11,9 +11,9 @@ from hc_pulumi_mocks import SAMPLE
 from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime.rpc import UNKNOWN
 
-from hardened_cluster import providers
-from hardened_cluster.deliver import Change, HostResult, RunResult
-from hardened_cluster.providers import (
+from hardened_cluster.pulumi import providers
+from hardened_cluster.deliver.ansible import Change, HostResult, RunResult
+from hardened_cluster.pulumi.providers import (
     ClusterSecretsProvider,
     ControlPlaneTierProvider,
     EtcdTierProvider,

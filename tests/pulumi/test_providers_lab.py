@@ -7,8 +7,8 @@ import pytest
 import yaml
 from hc_pulumi_mocks import REPO
 
-from hardened_cluster.component import TIERS, render
-from hardened_cluster.providers import ClusterSecretsProvider, EtcdTierProvider, HostsTierProvider, effective_spec, load
+from hardened_cluster.pulumi.component import TIERS, render
+from hardened_cluster.pulumi.providers import ClusterSecretsProvider, EtcdTierProvider, HostsTierProvider, effective_spec, load
 
 pytestmark = pytest.mark.lab
 

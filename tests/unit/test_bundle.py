@@ -13,10 +13,11 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hardened_cluster import artifacts, bundle as bundles
-from hardened_cluster.plan import render_plan
-from hardened_cluster.secrets import resolve_secrets
-from hardened_cluster.spec import load_spec
+from hardened_cluster.deliver import artifacts
+from hardened_cluster.deliver import bundle as bundles
+from hardened_cluster.plan.render import render_plan
+from hardened_cluster.secrets.store import resolve_secrets
+from hardened_cluster.spec.model import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 

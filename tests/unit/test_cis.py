@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hardened_cluster import cis, kubeadm
-from hardened_cluster.plan import Plan, render_plan
-from hardened_cluster.secrets import resolve_secrets
-from hardened_cluster.spec import load_spec, parse_spec
+from hardened_cluster.verify import cis
+from hardened_cluster.plan import kubeadm
+from hardened_cluster.plan.render import Plan, render_plan
+from hardened_cluster.secrets.store import resolve_secrets
+from hardened_cluster.spec.model import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "inventories" / "sample" / "cluster.yaml"

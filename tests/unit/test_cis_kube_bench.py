@@ -11,7 +11,7 @@ For every control cis.py decides there is a plan that must PASS (the sample) and
 where a case names how kube-bench's test is weaker than the control; there kube-bench must still be
 weaker, so a fix on its side shows up here. The component command lines are built from kubeadm's default
 arguments written out below from kubeadm's source (cmd/kubeadm/app/phases/controlplane/manifests.go,
-v1.35), not from hardened_cluster.kubeadm.
+v1.35), not from hardened_cluster.plan.kubeadm.
 """
 from __future__ import annotations
 
@@ -30,11 +30,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hardened_cluster import bundle, kubeadm
-from hardened_cluster.cis import check_plan
-from hardened_cluster.plan import Plan, render_plan
-from hardened_cluster.secrets import resolve_secrets
-from hardened_cluster.spec import parse_spec
+from hardened_cluster.deliver import bundle
+from hardened_cluster.plan import kubeadm
+from hardened_cluster.verify.cis import check_plan
+from hardened_cluster.plan.render import Plan, render_plan
+from hardened_cluster.secrets.store import resolve_secrets
+from hardened_cluster.spec.model import parse_spec
 
 # kube-bench's cfg/ in the Go module cache (read-only), at the version its build module pins.
 KUBE_BENCH = "github.com/aquasecurity/kube-bench"
@@ -534,7 +535,7 @@ def test_the_flag_model_matches_kubeadms_defaults_by_hand(sample, component):
 
 
 def test_kube_bench_data_is_the_benchmark_cis_py_reports():
-    from hardened_cluster.cis import CONTROLS
+    from hardened_cluster.verify.cis import CONTROLS
     for control in CONTROLS:
         text = CHECKS[control.id]["text"]
         assert re.sub(r"\s*\((Automated|Manual)\)$", "", text).replace("--DenyServiceExternalIPs", "DenyServiceExternalIPs") \

@@ -188,7 +188,7 @@ def test_sample_corpus_files_exist():
 def test_validate_refuses_invalid_spec(stem, guarded):
     path = _corpus(stem)
     _, env, _ = _headers(path)
-    result = guarded.run(["-m", "hardened_cluster.cli", "validate", "--spec", str(path)], env)
+    result = guarded.run(["-m", "hardened_cluster.cli.main", "validate", "--spec", str(path)], env)
     _assert_refused(result, path, guarded)
     assert result.stderr.startswith(f"{path}: invalid cluster spec")
 
@@ -199,14 +199,14 @@ def test_other_commands_refuse_invalid_spec_the_same_way(command, stem, guarded)
     path = _corpus(stem)
     _, env, _ = _headers(path)
     extra = [a.format(tmp=guarded.tmp) for a in COMMANDS[command]]
-    result = guarded.run(["-m", "hardened_cluster.cli", *command.split(), "--spec", str(path), *extra], env)
+    result = guarded.run(["-m", "hardened_cluster.cli.main", *command.split(), "--spec", str(path), *extra], env)
     _assert_refused(result, path, guarded)
     assert not (guarded.tmp / "rendered").exists(), "render wrote files for an invalid spec"
 
 
 DRIVER = textwrap.dedent("""
     import contextlib, io, json, os, sys, traceback
-    from hardened_cluster.cli import main
+    from hardened_cluster.cli.main import main
 
     results = []
     for case in json.loads(open(sys.argv[1]).read()):
@@ -251,7 +251,7 @@ def test_validate_refuses_every_corpus_file(guarded):
 def test_valid_sample_passes_under_the_guard(guarded):
     """The guard itself does not break a normal `validate` (so the refusals above are the spec's doing)."""
     sample = ROOT / "inventories" / "sample" / "cluster.yaml"
-    result = guarded.run(["-m", "hardened_cluster.cli", "validate", "--spec", str(sample)])
+    result = guarded.run(["-m", "hardened_cluster.cli.main", "validate", "--spec", str(sample)])
     assert result.returncode == 0, result.stderr
     assert "valid: cluster prod-eu1" in result.stdout
     assert guarded.contacted() == ""
@@ -263,7 +263,7 @@ def test_rotating_a_kms_v2_key_is_refused_contacting_nothing(guarded):
     data["encryption"] = {"provider": "kms-v2", "kms": {"name": "vault", "endpoint": "unix:///var/run/kms/vault.sock"}}
     spec = guarded.tmp / "cluster.yaml"
     spec.write_text(yaml.safe_dump(data))
-    result = guarded.run(["-m", "hardened_cluster.cli", "rotate", "encryption-key", "--spec", str(spec)])
+    result = guarded.run(["-m", "hardened_cluster.cli.main", "rotate", "encryption-key", "--spec", str(spec)])
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert "encryption.provider: kms-v2: the KMS plugin keeps and rotates the keys itself" in result.stderr
@@ -273,7 +273,7 @@ def test_rotating_a_kms_v2_key_is_refused_contacting_nothing(guarded):
 
 @pytest.mark.parametrize("days", ["0", "-3", "30.5", "soon"])
 def test_a_renewal_window_that_is_no_whole_number_of_days_is_refused_contacting_nothing(days, guarded):
-    result = guarded.run(["-m", "hardened_cluster.cli", "rotate", "kubeadm-certs", "--spec",
+    result = guarded.run(["-m", "hardened_cluster.cli.main", "rotate", "kubeadm-certs", "--spec",
                           str(ROOT / "inventories" / "sample" / "cluster.yaml"), "--within", days])
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -285,8 +285,8 @@ def test_a_renewal_window_that_is_no_whole_number_of_days_is_refused_contacting_
 @pytest.mark.parametrize("command", ["apply", "drift"])
 def test_a_control_plane_leaving_since_the_last_apply_is_refused_by_name_contacting_nothing(command, guarded):
     """The spec of the last apply is kept in the state; apply does not remove nodes yet."""
-    from hardened_cluster import membership
-    from hardened_cluster.spec import load_spec
+    from hardened_cluster.deliver import membership
+    from hardened_cluster.spec.model import load_spec
 
     sample = load_spec(ROOT / "inventories" / "sample" / "cluster.yaml")
     membership.remember(sample, guarded.state / sample.spec.cluster.name)
@@ -294,7 +294,7 @@ def test_a_control_plane_leaving_since_the_last_apply_is_refused_by_name_contact
     data["nodes"] = [n for n in data["nodes"] if n["name"] != "cp-3"]
     smaller = guarded.tmp / "cluster.yaml"
     smaller.write_text(yaml.safe_dump(data))
-    result = guarded.run(["-m", "hardened_cluster.cli", command, "--spec", str(smaller), "--quiet"])
+    result = guarded.run(["-m", "hardened_cluster.cli.main", command, "--spec", str(smaller), "--quiet"])
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert ("nodes: cp-3 (control-plane) is no longer in the spec; apply does not remove nodes yet (drain, delete, "
@@ -307,7 +307,7 @@ def test_a_control_plane_leaving_since_the_last_apply_is_refused_by_name_contact
 def test_a_snapshot_that_is_no_snapshot_file_name_is_refused_contacting_nothing(name, guarded):
     """restore etcd --snapshot takes a file name as the snapshot script writes them: anything else is exit 2
     naming --snapshot, before the spec's secrets are read or any host is contacted."""
-    result = guarded.run(["-m", "hardened_cluster.cli", "restore", "etcd", "--spec",
+    result = guarded.run(["-m", "hardened_cluster.cli.main", "restore", "etcd", "--spec",
                           str(ROOT / "inventories" / "sample" / "cluster.yaml"), "--snapshot", name])
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -326,7 +326,7 @@ def test_a_snapshot_that_is_no_snapshot_file_name_is_refused_contacting_nothing(
 ])
 def test_an_upgrade_other_than_one_minor_up_is_refused_contacting_nothing(to, why, guarded):
     """`upgrade --to`: exit 2 naming cluster.kubernetes_version, before any host or the state is touched."""
-    result = guarded.run(["-m", "hardened_cluster.cli", "upgrade", "--spec",
+    result = guarded.run(["-m", "hardened_cluster.cli.main", "upgrade", "--spec",
                           str(ROOT / "inventories" / "sample" / "cluster.yaml"), "--to", to])
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -341,7 +341,7 @@ def test_an_upgrade_to_an_unsupported_minor_names_the_key(guarded):
     data["cluster"]["kubernetes_version"] = "1.37.2"
     spec = guarded.tmp / "cluster.yaml"
     spec.write_text(yaml.safe_dump(data))
-    result = guarded.run(["-m", "hardened_cluster.cli", "upgrade", "--spec", str(spec), "--to", "1.38.0"])
+    result = guarded.run(["-m", "hardened_cluster.cli.main", "upgrade", "--spec", str(spec), "--to", "1.38.0"])
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert "cluster.kubernetes_version: '1.38.0' is not supported" in result.stderr

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from hardened_cluster import resources
-from hardened_cluster.converged import Stamps, fingerprint_request, parse_fingerprint, script
-from hardened_cluster.pki import RENEW_BEFORE
-from hardened_cluster.plan import render_plan
-from hardened_cluster.secrets import resolve_secrets
-from hardened_cluster.spec import load_spec
+from hardened_cluster.deliver.rerun import Stamps, fingerprint_request, parse_fingerprint, script
+from hardened_cluster.secrets.pki import RENEW_BEFORE
+from hardened_cluster.plan.render import render_plan
+from hardened_cluster.secrets.store import resolve_secrets
+from hardened_cluster.spec.model import load_spec
 
 SAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "sample" / "cluster.yaml"
 PHASES = ["hosts", "etcd"]

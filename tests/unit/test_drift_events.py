@@ -10,7 +10,7 @@ from pathlib import Path
 import ansible_runner
 import yaml
 
-from hardened_cluster.deliver import Change, HostResult, _Events
+from hardened_cluster.deliver.ansible import Change, HostResult, _Events
 
 HOST = "node-1"
 

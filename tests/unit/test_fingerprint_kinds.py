@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from hardened_cluster.converged import DPKG_STATUS, parse_fingerprint, script
+from hardened_cluster.deliver.rerun import DPKG_STATUS, parse_fingerprint, script
 
 NEEDS = [shutil.which(t) for t in ("unshare", "nft", "sysctl")]
 pytestmark = pytest.mark.skipif(not all(NEEDS), reason="scripts/bootstrap.sh installs util-linux, nftables, procps")

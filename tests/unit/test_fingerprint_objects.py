@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from hardened_cluster.converged import fingerprint_request, parse_fingerprint, script
-from hardened_cluster.plan import render_plan
-from hardened_cluster.secrets import resolve_secrets
-from hardened_cluster.spec import load_spec
+from hardened_cluster.deliver.rerun import fingerprint_request, parse_fingerprint, script
+from hardened_cluster.plan.render import render_plan
+from hardened_cluster.secrets.store import resolve_secrets
+from hardened_cluster.spec.model import load_spec
 
 SAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "sample" / "cluster.yaml"
 PHASES = ["hosts", "etcd", "runtime", "kubernetes", "objects"]

@@ -1,4 +1,4 @@
-"""The encryption key rotation's record and steps (hardened_cluster/rotation.py, secrets.KeyRotation):
+"""The encryption key rotation's record and steps (hardened_cluster/operations/key_rotation.py, secrets.KeyRotation):
 which keys every plan renders at each step, how a rotation starts, resumes and ends, and what it refuses.
 The steps on a live cluster: tests/lab/test_kubernetes_encryption_rotation.py."""
 from __future__ import annotations
@@ -10,12 +10,12 @@ import yaml
 from test_render import ENCRYPTION, SAMPLE, sample_data
 
 from hardened_cluster.errors import SpecError
-from hardened_cluster.plan import render_plan
-from hardened_cluster.rotation import begin, refuse_kms, rewrite_targets
-from hardened_cluster.secrets import (
+from hardened_cluster.plan.render import render_plan
+from hardened_cluster.operations.key_rotation import begin, refuse_kms, rewrite_targets
+from hardened_cluster.secrets.store import (
     ROTATION_RECORD, KeyRotation, load_rotation, resolve_secrets, retire_keys, rotation_key_name, save_rotation,
 )
-from hardened_cluster.spec import parse_spec
+from hardened_cluster.spec.model import parse_spec
 
 SPEC_KEY = "key-2026-11"  # inventories/sample's only key
 

@@ -1,4 +1,4 @@
-"""The kube-bench gate's judgement (hardened_cluster.kube_bench) on reports in kube-bench's JSON shape:
+"""The kube-bench gate's judgement (hardened_cluster.verify.kube_bench) on reports in kube-bench's JSON shape:
 an automated FAIL fails the gate unless a named lab exception or a typed false positive that `check`
 confirms excuses it; the benchmark comes from the cfg/ archive's own version mapping."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from hardened_cluster import kube_bench
-from hardened_cluster.cis import Finding
-from hardened_cluster.core import select_phases
-from hardened_cluster.spec import load_spec
+from hardened_cluster.verify import kube_bench
+from hardened_cluster.verify.cis import Finding
+from hardened_cluster.deliver.converge import select_phases
+from hardened_cluster.spec.model import load_spec
 
 LAB = SimpleNamespace(lab_exceptions=SimpleNamespace(kubelet_allow_cgroup_v1=True, kube_proxy_keeps_conntrack_max=False,
                                                      kubeadm_skip_system_verification=False))

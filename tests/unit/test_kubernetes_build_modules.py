@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hardened_cluster import bundle
+from hardened_cluster.deliver import bundle
 
 K8S = "k8s.io/kubernetes"
 MODULES = sorted(bundle.BUILD_ROOT.glob("kubernetes-*"))

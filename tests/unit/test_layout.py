@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "hardened_cluster"
-CLI = ("hardened_cluster.cli", "hardened_cluster.lab_cli", "hardened_cluster.demo")
+CLI = ("hardened_cluster.cli",)
 LAB = ("hardened_cluster.lab",)
-PULUMI = ("hardened_cluster.component", "hardened_cluster.providers", "pulumi", "pulumi_kubernetes")
+PULUMI = ("hardened_cluster.pulumi", "pulumi", "pulumi_kubernetes")
 # What each ring must never import.
 FORBIDDEN = {"core": CLI + LAB + PULUMI, "lab": CLI + PULUMI, "pulumi": CLI + LAB, "cli": ()}
 
@@ -72,16 +72,16 @@ def test_every_ring_and_subpackage_is_walked():
     rings = {}
     for module in module_names(PACKAGE):
         rings.setdefault(ring(module), set()).add(module)
-    assert {"hardened_cluster.spec", "hardened_cluster.plan", "hardened_cluster.deliver"} <= rings["core"]
+    assert {"hardened_cluster.spec.model", "hardened_cluster.plan.render", "hardened_cluster.deliver.ansible"} <= rings["core"]
     assert {"hardened_cluster.lab", "hardened_cluster.lab.pytest_plugin", "hardened_cluster.lab.from_spec"} <= rings["lab"]
-    assert {"hardened_cluster.component", "hardened_cluster.providers"} <= rings["pulumi"]
-    assert {"hardened_cluster.cli", "hardened_cluster.lab_cli", "hardened_cluster.demo"} <= rings["cli"]
+    assert {"hardened_cluster.pulumi.component", "hardened_cluster.pulumi.providers"} <= rings["pulumi"]
+    assert {"hardened_cluster.cli.main", "hardened_cluster.cli.lab", "hardened_cluster.cli.demo"} <= rings["cli"]
 
 
 @pytest.mark.parametrize("planted, expected", [
-    ("from hardened_cluster.lab_cli import start\n", "hardened_cluster.lab_cli"),
-    ("from .. import cli\n", "hardened_cluster.cli"),
-    ("import hardened_cluster.component\n", "hardened_cluster.component"),
+    ("from hardened_cluster.cli.lab import start\n", "hardened_cluster.cli.lab"),
+    ("from ..cli import main\n", "hardened_cluster.cli.main"),
+    ("import hardened_cluster.pulumi.component\n", "hardened_cluster.pulumi.component"),
 ], ids=["absolute", "relative", "pulumi"])
 def test_planted_wrong_way_import_in_a_subfolder_fails_the_check(tmp_path, planted, expected):
     copy = tmp_path / "hardened_cluster"

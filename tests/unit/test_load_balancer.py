@@ -16,12 +16,12 @@ import pytest
 import yaml
 from test_render import SAMPLE, sample_data
 
-from hardened_cluster import firewall
-from hardened_cluster.deliver import PHASES, write_inventory
-from hardened_cluster.plan import render_plan
-from hardened_cluster.role_vars import role_vars
-from hardened_cluster.secrets import resolve_secrets
-from hardened_cluster.spec import parse_spec
+from hardened_cluster.plan import firewall
+from hardened_cluster.deliver.ansible import PHASES, write_inventory
+from hardened_cluster.plan.render import render_plan
+from hardened_cluster.plan.role_vars import role_vars
+from hardened_cluster.secrets.store import resolve_secrets
+from hardened_cluster.spec.model import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "load-balancer"
@@ -133,7 +133,7 @@ def test_lab_ha_spec_is_two_control_planes_behind_a_load_balancer():
 
 
 def test_cis_check_of_the_balanced_sample_finds_no_fail(plan):
-    from hardened_cluster.cis import check_plan
+    from hardened_cluster.verify.cis import check_plan
 
     findings = check_plan(plan)
     assert findings and [f for f in findings if f.status == "FAIL"] == []

@@ -1,4 +1,4 @@
-"""What apply does with a changed membership (hardened_cluster.membership): the spec of the last apply is
+"""What apply does with a changed membership (hardened_cluster.deliver.membership): the spec of the last apply is
 kept whole, new workers and control planes may join, and the changes apply cannot make are refused by node."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hardened_cluster import membership
-from hardened_cluster.spec import SpecError, load_spec, parse_spec
+from hardened_cluster.deliver import membership
+from hardened_cluster.spec.model import SpecError, load_spec, parse_spec
 
 SAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "sample" / "cluster.yaml"
 

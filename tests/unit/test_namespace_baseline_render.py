@@ -9,10 +9,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from hardened_cluster import bundle
-from hardened_cluster.plan import render_plan
-from hardened_cluster.secrets import resolve_secrets
-from hardened_cluster.spec import parse_spec
+from hardened_cluster.deliver import bundle
+from hardened_cluster.plan.render import render_plan
+from hardened_cluster.secrets.store import resolve_secrets
+from hardened_cluster.spec.model import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "inventories" / "sample" / "cluster.yaml"

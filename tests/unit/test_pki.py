@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hardened_cluster.pki import CertKey, Member, PKIError, ensure_pki, fingerprint
+from hardened_cluster.secrets.pki import CertKey, Member, PKIError, ensure_pki, fingerprint
 
 MEMBERS = [Member("etcd-1", "10.0.0.1"), Member("etcd-2", "10.0.0.2"), Member("etcd-3", "fd00::3")]
 SERVER_CLIENT = {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}

@@ -21,10 +21,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from hardened_cluster.kubeadm import ca_cert_hash, runtime_label
-from hardened_cluster.plan import FILES, MANIFESTS, Plan, render_plan
-from hardened_cluster.secrets import ClusterSecrets, resolve_secrets
-from hardened_cluster.spec import parse_spec
+from hardened_cluster.plan.kubeadm import ca_cert_hash, runtime_label
+from hardened_cluster.plan.render import FILES, MANIFESTS, Plan, render_plan
+from hardened_cluster.secrets.store import ClusterSecrets, resolve_secrets
+from hardened_cluster.spec.model import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "inventories" / "sample" / "cluster.yaml"

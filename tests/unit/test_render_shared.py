@@ -13,10 +13,10 @@ import jinja2
 import pytest
 import yaml
 
-from hardened_cluster import plan as plans
-from hardened_cluster.plan import HostFacts, node_inputs, render_plan
-from hardened_cluster.secrets import resolve_secrets
-from hardened_cluster.spec import parse_spec
+from hardened_cluster.plan import render as plans
+from hardened_cluster.plan.render import HostFacts, node_inputs, render_plan
+from hardened_cluster.secrets.store import resolve_secrets
+from hardened_cluster.spec.model import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "inventories" / "sample" / "cluster.yaml"

@@ -7,9 +7,9 @@ from __future__ import annotations
 import yaml
 from test_render import render
 
-from hardened_cluster import kubeadm
-from hardened_cluster.plan import CONTROL_PLANE_CONFIG
-from hardened_cluster.role_vars import host_vars
+from hardened_cluster.plan import kubeadm
+from hardened_cluster.plan.render import CONTROL_PLANE_CONFIG
+from hardened_cluster.plan.role_vars import host_vars
 
 
 def _digest(plan, node: str, replaced: dict[str, str] | None = None) -> str:

@@ -1,0 +1,1 @@
+"""Delivery: preflight, the offline bundle, Ansible runs, the rerun fingerprint, one converge."""

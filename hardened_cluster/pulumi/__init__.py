@@ -1,0 +1,1 @@
+"""The Pulumi component: one child resource per tier, and their dynamic providers."""

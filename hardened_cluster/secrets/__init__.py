@@ -1,0 +1,1 @@
+"""The state store's secrets: generated keys, the PKI, the snapshot key, private directories."""
