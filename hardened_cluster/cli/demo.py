@@ -82,7 +82,12 @@ def run(spec_path: Path, keep: bool = False) -> int:
             kubectl = bundle.load(loaded.spec.runtimes.bundle).path("kubectl")
             for line, good in proofs(loaded, kubectl, state_dir(loaded.spec.cluster.name)):
                 ok &= good
-                _say(f"  {line}")
+                _say(f"  {'ok  ' if good else 'FAIL'} {line}")
+        else:
+            why = ("the apply failed" if not result.succeeded
+                   else f"the kubernetes phase did not run ({result.skipped_phases.get('kubernetes', 'not selected')})"
+                   if "kubernetes" not in result.phases else "runtimes.artifacts is not bundle (no kubectl of ours)")
+            _say(f"  live-cluster proofs NOT RUN: {why}")
 
         # Check mode of every role on every host: the rerun shortcut would only compare fingerprints.
         drift, _ = converge(loaded, check=True, full=True)

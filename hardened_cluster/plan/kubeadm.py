@@ -22,6 +22,8 @@ KUBEADM_API = "kubeadm.k8s.io/v1beta4"
 CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 # The kubeconfig kubeadm writes on every control plane (cluster-admin; root only).
 ADMIN_KUBECONFIG = "/etc/kubernetes/admin.conf"
+# The kubelet's own credentials kubeadm writes on every node (the system:node:<name> identity).
+KUBELET_KUBECONFIG = "/etc/kubernetes/kubelet.conf"
 # ECDHE with AEAD only; every name is in CIS 1.2.29's and 4.2.12's lists.
 TLS_CIPHER_SUITES = (
     "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",

@@ -3,26 +3,23 @@ kubectl, kubeconfig) with the pods the tests run on it."""
 from __future__ import annotations
 
 import json
-import ssl
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import yaml
 
 from hardened_cluster.deliver.converge import converge
 from hardened_cluster.deliver.ansible import PHASES
+from hardened_cluster.deliver.bundle import kube_router_image
 from hardened_cluster.spec.model import Spec
+from hardened_cluster.verify.live_cluster import pod_manifest
 from hardened_cluster.verify.probes import etcdctl_argv
 
 # Every phase but the kube-bench gate (it has its own tests, and runs kube-bench on each changed host).
 CLUSTER_PHASES = [p for p in PHASES if p != "benchmark"]
 
 # busybox is in the bundle's kube-router image, on every node; no registry is reachable.
-TOOLBOX = "docker.io/cloudnativelabs/kube-router:v2.1.0"
-RESTRICTED = {"runAsNonRoot": True, "runAsUser": 65534, "allowPrivilegeEscalation": False,
-              "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+TOOLBOX = kube_router_image()
 
 
 def etcdctl(spec: Spec, *, client_cert: bool = True) -> list[str]:
@@ -77,20 +74,9 @@ def access(state, bundle) -> dict:
 
 
 def pod(name, namespace, command, runtime_class=None, node=None, security=None, labels=None, automount=False) -> str:
-    """A pod of the toolbox image running `command` (restricted unless `security`); `automount=None` leaves the
-    service-account token setting to the namespace's default."""
-    spec = {"restartPolicy": "Never",
-            "containers": [{"name": "c", "image": TOOLBOX, "imagePullPolicy": "Never", "command": command,
-                            "securityContext": security or RESTRICTED}]}
-    if automount is not None:
-        spec["automountServiceAccountToken"] = automount
-    if runtime_class:
-        spec["runtimeClassName"] = runtime_class
-    if node:
-        spec["nodeName"] = node
-    return yaml.safe_dump({"apiVersion": "v1", "kind": "Pod",
-                           "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": name}},
-                           "spec": spec})
+    """A pod of the toolbox image running `command` (verify.live_cluster.pod_manifest), as YAML."""
+    return yaml.safe_dump(pod_manifest(name, namespace, command, TOOLBOX, runtime_class, node, security, labels,
+                                       automount))
 
 
 def finished(cluster, name, namespace) -> dict | None:
@@ -109,14 +95,3 @@ def run_pod(cluster, manifest, name, namespace, timeout=180) -> dict:
         return wait_for(f"pod {namespace}/{name}", lambda: finished(cluster, name, namespace), timeout)
     finally:
         kubectl(cluster, "-n", namespace, "delete", "pod", name, "--wait=false", check=False)
-
-
-def anonymous_status(url: str) -> int:
-    """The HTTP status an HTTPS request without any credentials gets."""
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # no credentials at all
-    try:
-        with urllib.request.urlopen(url, context=context, timeout=10) as answer:
-            return answer.status
-    except urllib.error.HTTPError as exc:
-        return exc.code

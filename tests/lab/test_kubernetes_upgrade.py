@@ -23,7 +23,8 @@ from hardened_cluster.deliver.converge import converge
 from hardened_cluster.cli.lab import start
 from hardened_cluster.plan.render import etcd_endpoints
 from hardened_cluster.spec.model import load_spec
-from live_cluster import RESTRICTED, TOOLBOX, anonymous_status, kubectl, wait_for
+from hardened_cluster.verify.live_cluster import RESTRICTED, anonymous_status
+from live_cluster import TOOLBOX, kubectl, wait_for
 
 pytestmark = pytest.mark.lab
 
