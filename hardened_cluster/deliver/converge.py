@@ -11,7 +11,7 @@ from hardened_cluster.deliver import membership
 from hardened_cluster.deliver.artifacts import fetch_for
 from hardened_cluster.verify.cis import check_plan
 from hardened_cluster.deliver.rerun import Stamps, fingerprint_command, fingerprints, parse_fingerprint
-from hardened_cluster.deliver.ansible import NEEDS_KUBERNETES_BINARIES, PHASES, HostResult, RunResult, run
+from hardened_cluster.deliver.ansible import NEEDS_KUBERNETES_BINARIES, PHASES, Change, HostResult, RunResult, run
 from hardened_cluster.plan.render import Plan, load_templates, make_environment, render_plan
 from hardened_cluster.deliver.preflight import preflight, preflight_with, remember_facts, unknown_hosts
 from hardened_cluster.secrets.store import resolve_secrets, state_dir, write_private
@@ -64,16 +64,30 @@ def converge(
     """Apply (check=False) or detect drift (check=True); returns the result and its JSON report.
 
     Hosts unchanged since their last successful apply are left out of the Ansible run, unless `full`
-    (a run with `extra_vars`, which the rerun key does not see, is always full). A membership change that
-    apply cannot make is refused first (hardened_cluster.deliver.membership). A run narrowed to some concerns
-    (`tags`) is full and records no host as converged: it delivered only part of the plan.
+    (a run with `extra_vars`, which the rerun key does not see, is always full). A whole-cluster run with
+    the kubernetes phase first removes the workers that left the spec (hardened_cluster.deliver.membership);
+    drift names them. A run narrowed to some concerns (`tags`) is full and records no host as
+    converged: it delivered only part of the plan.
     """
     state = state or state_dir(loaded.spec.cluster.name)
-    membership.refuse_unsupported(membership.applied(state), loaded)
+    previous = membership.applied(state)
+    membership.refuse_unsupported(previous, loaded)
     selected, skipped = select_phases(loaded.spec, phases)
     mode = "drift" if check else "apply"
+    # Leaving workers are removed by a run over the whole cluster that reaches Kubernetes, and only then
+    # is the new membership recorded.
+    leaving = membership.departed(previous, loaded) if hosts is None and "kubernetes" in selected else []
     if selected:
         started = time.monotonic()
+        if leaving and not check:
+            removed = membership.remove_departed(
+                loaded, previous, state,
+                lambda spec, names: run(plan_for(spec, state, names), state, phases=["reset"], hosts=names),
+                progress or (lambda _line: None))
+            # Should the node come back, nothing of its last life counts.
+            Stamps(state).forget(removed)
+            for name in removed:
+                kube_bench.forget(state, name)
         targets = hosts or [n.name for n in loaded.spec.nodes]
         full = full or bool(extra_vars) or bool(tags)
         stamps = Stamps(state)
@@ -124,7 +138,11 @@ def converge(
             if good:
                 stamps.record(plan, selected, fingerprints(loaded, plan, good, selected))
         result.hosts = {h: result.hosts[h] for h in targets if h in result.hosts}
-        if not check and result.succeeded and hosts is None:
+        for node in leaving:
+            result.hosts[node.name] = HostResult(changed=1, changes=[Change(
+                "Remove the node that left the spec", "membership", node.name,
+                detail="drained, deleted from the API and reset" if not check else "apply drains, deletes and resets it")])
+        if not check and result.succeeded and hosts is None and (not membership.departed(previous, loaded) or leaving):
             membership.remember(loaded, state)
         result.seconds = round(time.monotonic() - started, 2)
     else:

@@ -24,6 +24,7 @@ import pulumi
 import pulumi.dynamic as dyn
 from pulumi.runtime.rpc import UNKNOWN
 
+from hardened_cluster.deliver import membership
 from hardened_cluster.deliver.converge import converge, plan_for, select_phases
 from hardened_cluster.deliver.ansible import RunResult, run
 from hardened_cluster.secrets.age_key import identity_problem
@@ -322,10 +323,15 @@ class EtcdTierProvider(TierProvider):
 
 
 class KubernetesTierProvider(TierProvider):
-    """kubelet and the control plane or the workers. Teardown runs the roles' `reset` tag."""
+    """kubelet and the control plane or the workers. Teardown runs the roles' `reset` tag; a worker leaving
+    a cluster that stays is drained and deleted from the API first."""
 
     def teardown(self, props: dict, hosts: list[str], destroy: bool) -> None:
         loaded = load(props["spec"], props.get("spec_path"))
+        if not destroy:
+            for name in hosts:
+                if loaded.spec.node(name).roles == ["worker"]:
+                    pulumi.log.info(f"{props['tier']}: {name}: {membership.drain_and_delete(loaded, name)}")
         with private_state() as state:
             materialize(props.get("secrets"), state)
             result = run(plan_for(loaded, state, hosts), state, phases=["reset"], hosts=hosts)

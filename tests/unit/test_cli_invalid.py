@@ -284,7 +284,7 @@ def test_a_renewal_window_that_is_no_whole_number_of_days_is_refused_contacting_
 
 @pytest.mark.parametrize("command", ["apply", "drift"])
 def test_a_control_plane_leaving_since_the_last_apply_is_refused_by_name_contacting_nothing(command, guarded):
-    """The spec of the last apply is kept in the state; apply does not remove nodes yet."""
+    """The spec of the last apply is kept in the state; apply does not remove control planes yet."""
     from hardened_cluster.deliver import membership
     from hardened_cluster.spec.model import load_spec
 
@@ -297,8 +297,8 @@ def test_a_control_plane_leaving_since_the_last_apply_is_refused_by_name_contact
     result = guarded.run(["-m", "hardened_cluster.cli.main", command, "--spec", str(smaller), "--quiet"])
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
-    assert ("nodes: cp-3 (control-plane) is no longer in the spec; apply does not remove nodes yet (drain, delete, "
-            "reset): put it back") in result.stderr, result.stderr
+    assert ("nodes: cp-3 (control-plane) is no longer in the spec; apply removes workers only, not control-plane "
+            "nodes yet: put it back") in result.stderr, result.stderr
     assert guarded.contacted() == ""
 
 
