@@ -6,9 +6,9 @@ from pathlib import Path
 import pulumi
 import yaml
 
-from hardened_cluster.pulumi.component import HardenedCluster, HardenedClusterArgs
 from hardened_cluster.errors import SpecError
-from hardened_cluster.spec.model import load_spec, parse_spec
+from hardened_cluster.pulumi.component import HardenedCluster, HardenedClusterArgs
+from hardened_cluster.spec.load import load_spec, parse_spec
 
 PROJECT = "hardened-cluster"
 DEFAULT_SPEC = "inventories/lab/cluster.yaml"

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import yaml
 
+from hardened_cluster.cli.lab import start
 from hardened_cluster.deliver.converge import converge
 from hardened_cluster.lab import Lab
 from hardened_cluster.lab.from_spec import spec_nodes
-from hardened_cluster.cli.lab import start
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.spec.load import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 LAB_SPEC = REPO / "inventories" / "lab" / "cluster.yaml"

@@ -20,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from hardened_cluster.cli.lab import start
 from hardened_cluster.deliver import bundle as bundles
 from hardened_cluster.lab import Lab
 from hardened_cluster.lab.pytest_plugin import spec_path
-from hardened_cluster.cli.lab import start
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.spec.load import load_spec
 
 CONVERGE_TARGET = 180.0
 RERUN_TARGET = 5.0

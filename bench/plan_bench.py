@@ -24,10 +24,11 @@ from pathlib import Path
 
 import yaml
 
-from hardened_cluster.verify.cis import check_plan, summary
 from hardened_cluster.plan.render import render_plan
 from hardened_cluster.secrets.store import resolve_secrets
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.spec.load import load_spec
+from hardened_cluster.verify.cis import check_plan
+from hardened_cluster.verify.cis_controls import summary
 
 # Any valid key will do: the benchmark pins one per node, it never connects.
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDb6Jj7qSMKoBH0Aw/lMgwKVphvxpIsAdQh0Ggs4uWjU"

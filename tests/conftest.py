@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from hardened_cluster.spec.model import LoadedSpec, load_spec
+from hardened_cluster.spec.load import load_spec
+from hardened_cluster.spec.model import LoadedSpec
 
 pytest_plugins = ["hardened_cluster.lab.pytest_plugin"]
 

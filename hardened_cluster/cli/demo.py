@@ -6,13 +6,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from hardened_cluster.verify import kube_bench
-from hardened_cluster.deliver.converge import converge
+from hardened_cluster.cli.lab import start
 from hardened_cluster.deliver.ansible import PHASES
+from hardened_cluster.deliver.converge import converge
 from hardened_cluster.errors import DeliveryError, SpecError
 from hardened_cluster.lab import Lab, LabError
-from hardened_cluster.cli.lab import start
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.spec.load import load_spec
+from hardened_cluster.verify import kube_bench
 from hardened_cluster.verify.probes import etcd_health, scan
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from hardened_cluster.deliver.artifacts import ArtifactError
 from hardened_cluster.deliver.bundle import BundleError
 from hardened_cluster.errors import DeliveryError, InputError, SpecError
-from hardened_cluster.spec.model import LoadedSpec, load_spec
+from hardened_cluster.spec.load import load_spec
+from hardened_cluster.spec.model import LoadedSpec
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INVALID = 0, 1, 2
 
@@ -80,7 +81,8 @@ def cmd_plan(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from hardened_cluster.verify.cis import check_plan, summary
+    from hardened_cluster.verify.cis import check_plan
+    from hardened_cluster.verify.cis_controls import summary
 
     findings = check_plan(_plan(load_spec(args.spec)))
     for f in findings:

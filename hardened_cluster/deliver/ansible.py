@@ -17,13 +17,13 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-from hardened_cluster.verify.kube_bench import HostBench
 from hardened_cluster import resources
 from hardened_cluster.plan.render import Plan
-from hardened_cluster.secrets.private import private_dir, private_tree
 from hardened_cluster.plan.role_vars import CONNECTION, host_vars, role_vars
+from hardened_cluster.secrets.private import private_dir, private_tree
 from hardened_cluster.secrets.store import write_private
 from hardened_cluster.spec.model import LoadedSpec, Node, SecretRef
+from hardened_cluster.verify.kube_bench import HostBench
 
 PLAYBOOK = resources.PLAYBOOKS / "site.yml"
 

@@ -20,8 +20,8 @@ from typing import Literal
 
 import yaml
 
-from hardened_cluster.deliver import bundle
 from hardened_cluster import resources
+from hardened_cluster.deliver import bundle
 from hardened_cluster.plan.render import SANDBOX_HANDLERS, HostPlan, Plan
 from hardened_cluster.spec.model import Spec
 

@@ -24,15 +24,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hardened_cluster.plan import kubeadm
-from hardened_cluster.deliver import oci
 from hardened_cluster import resources
+from hardened_cluster.deliver import oci
+from hardened_cluster.plan import kubeadm
 
 BUILD_ROOT = resources.ARTIFACTS / "build"
 BUNDLE_MANIFEST = "bundle.json"
 BUNDLE_SCHEMA = 1
 DEFAULT_KUBERNETES = "1.35.4"
 GO_TIMEOUT = 3 * 3600.0
+# A go command that failed on the way to the module proxy is tried again, this often, waiting longer each time.
+GO_ATTEMPTS = 4
+GO_RETRY_SECONDS = 10
+GO_TRANSIENT = re.compile(r"unexpected EOF|connection (?:abort|reset|refused)|i/o timeout|TLS handshake timeout|"
+                          r"timeout awaiting response headers|server misbehaving|\b50[234] (?:Bad Gateway|Service "
+                          r"Unavailable|Gateway Timeout)|stream error|context deadline exceeded")
 
 
 class BundleError(Exception):
@@ -179,15 +185,27 @@ def go_path() -> str:
     return go
 
 
+def transient(stderr: str) -> bool:
+    """Whether a go command failed on the way to the module proxy (a dropped or refused connection, a
+    truncated zip, a gateway error), not on the modules themselves: worth another attempt."""
+    return bool(GO_TRANSIENT.search(stderr))
+
+
 def _go(args: list[str] | tuple[str, ...], cwd: Path, timeout: float = GO_TIMEOUT,
         env: dict[str, str] | None = None) -> str:
-    result = subprocess.run([go_path(), *args], cwd=cwd, env={**go_env(), **(env or {})}, capture_output=True,
-                            text=True, timeout=timeout, check=False)
-    if result.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-15:])
-        where = cwd.relative_to(resources.ROOT) if cwd.is_relative_to(resources.ROOT) else cwd
-        raise BundleError(f"go {' '.join(args[:2])} in {where} failed:\n{tail}")
-    return result.stdout
+    for attempt in range(1, GO_ATTEMPTS + 1):
+        result = subprocess.run([go_path(), *args], cwd=cwd, env={**go_env(), **(env or {})}, capture_output=True,
+                                text=True, timeout=timeout, check=False)
+        if result.returncode == 0:
+            return result.stdout
+        if attempt == GO_ATTEMPTS or not transient(result.stderr):
+            break
+        # What was fetched stays in the module cache: the next attempt goes on from there.
+        time.sleep(GO_RETRY_SECONDS * attempt)
+    tail = "\n".join(result.stderr.strip().splitlines()[-15:])
+    where = cwd.relative_to(resources.ROOT) if cwd.is_relative_to(resources.ROOT) else cwd
+    tries = f" ({attempt} attempts: the module proxy kept failing)" if attempt > 1 else ""
+    raise BundleError(f"go {' '.join(args[:2])} in {where} failed{tries}:\n{tail}")
 
 
 def go_version() -> str:

@@ -6,16 +6,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from hardened_cluster.verify import kube_bench
 from hardened_cluster.deliver import membership
-from hardened_cluster.deliver.artifacts import fetch_for
-from hardened_cluster.verify.cis import check_plan
-from hardened_cluster.deliver.rerun import Stamps, fingerprint_command, fingerprints, parse_fingerprint
 from hardened_cluster.deliver.ansible import NEEDS_KUBERNETES_BINARIES, PHASES, Change, HostResult, RunResult, run
-from hardened_cluster.plan.render import Plan, load_templates, make_environment, render_plan
+from hardened_cluster.deliver.artifacts import fetch_for
 from hardened_cluster.deliver.preflight import preflight, preflight_with, remember_facts, unknown_hosts
+from hardened_cluster.deliver.rerun import Stamps, fingerprint_command, fingerprints, parse_fingerprint
+from hardened_cluster.plan.render import Plan, load_templates, make_environment, render_plan
 from hardened_cluster.secrets.store import resolve_secrets, state_dir, write_private
 from hardened_cluster.spec.model import LoadedSpec, Spec
+from hardened_cluster.verify import kube_bench
+from hardened_cluster.verify.cis import check_plan
 
 
 def kubernetes_binaries_reason(spec: Spec) -> str | None:

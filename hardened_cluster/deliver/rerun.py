@@ -19,17 +19,17 @@ from pathlib import Path
 
 import yaml
 
-from hardened_cluster.plan import access
-from hardened_cluster.plan import kubeadm
 from hardened_cluster import resources
 from hardened_cluster.deliver.ansible import delivered_digest
-from hardened_cluster.errors import DeliveryError
-from hardened_cluster.plan.render import Plan
 from hardened_cluster.deliver.preflight import Command, ssh_run
+from hardened_cluster.errors import DeliveryError
+from hardened_cluster.plan import access
+from hardened_cluster.plan import kubeadm
+from hardened_cluster.plan.render import Plan
 from hardened_cluster.plan.role_vars import role_vars
+from hardened_cluster.plan.sysctl import node_sysctls
 from hardened_cluster.secrets.store import write_private
 from hardened_cluster.spec.model import LoadedSpec, Node
-from hardened_cluster.plan.sysctl import node_sysctls
 from hardened_cluster.verify.probes import etcdctl_argv
 
 WALKED = ["/etc", "/usr/local", "/var/lib/hardened-cluster"]

@@ -7,7 +7,8 @@ import yaml
 from pydantic import ValidationError
 
 from hardened_cluster.errors import SpecError, SpecIssue
-from hardened_cluster.spec.model import Spec, validation_issues
+from hardened_cluster.spec.messages import validation_issues
+from hardened_cluster.spec.model import Spec
 
 from .model import LabNode
 

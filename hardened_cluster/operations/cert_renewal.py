@@ -10,13 +10,13 @@ and serving certificates; the etcd certificates are the state store's too (`hard
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hardened_cluster.deliver.converge import converge
+from hardened_cluster.operations.report import JsonReport
 from hardened_cluster.spec.model import LoadedSpec
 
 # The role's window when every certificate is to be renewed: longer than any certificate kubeadm issues.
@@ -25,16 +25,13 @@ RENEW_TASK = "Renew the certificates with kubeadm"
 
 
 @dataclass
-class RenewalReport:
+class RenewalReport(JsonReport):
     within_days: int | None  # None: every certificate
     renewed: dict[str, list[str]] = field(default_factory=dict)  # per control plane, kubeadm's names
     report: str | None = None  # the converge's own report
     succeeded: bool = False
     errors: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
 
 
 def renew_kubeadm_certs(loaded: LoadedSpec, state: Path, *, within_days: int | None = None,

@@ -19,20 +19,20 @@ until etcd is fixed, and a rerun starts over from `prepare`.
 """
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hardened_cluster import resources
-from hardened_cluster.deliver.rerun import Stamps
-from hardened_cluster.deliver.converge import plan_for
 from hardened_cluster.deliver.ansible import RunResult, run
-from hardened_cluster.errors import InputError
+from hardened_cluster.deliver.converge import plan_for
 from hardened_cluster.deliver.preflight import ssh_run
+from hardened_cluster.deliver.rerun import Stamps
+from hardened_cluster.errors import InputError
+from hardened_cluster.operations.report import JsonReport
 from hardened_cluster.secrets.store import state_dir, write_private
 from hardened_cluster.spec.model import LoadedSpec
 
@@ -64,16 +64,13 @@ class StepReport:
 
 
 @dataclass
-class RestoreReport:
+class RestoreReport(JsonReport):
     snapshot: str
     source: str  # the member the snapshot came from
     steps: list[StepReport] = field(default_factory=list)
     succeeded: bool = False
     error: str | None = None
     seconds: float = 0.0
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
 
 
 def check_snapshot_name(name: str | None) -> None:

@@ -21,16 +21,17 @@ import json
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hardened_cluster.deliver import artifacts
-from hardened_cluster.verify.live_cluster import stored_prefix
 from hardened_cluster.deliver.converge import converge
+from hardened_cluster.deliver.preflight import ssh_run
 from hardened_cluster.errors import SpecError, SpecIssue
+from hardened_cluster.operations.report import JsonReport
 from hardened_cluster.plan.kubeadm import ADMIN_KUBECONFIG
 from hardened_cluster.plan.render import render_plan
-from hardened_cluster.deliver.preflight import ssh_run
+from hardened_cluster.verify.live_cluster import stored_prefix
 from hardened_cluster.secrets.store import (
     KeyRotation, create_encryption_key, encryption_key_names, load_rotation, resolve_secrets, retire_keys,
     rotation_key_name, save_rotation, state_dir, write_private,
@@ -78,7 +79,7 @@ class StepReport:
 
 
 @dataclass
-class RotationReport:
+class RotationReport(JsonReport):
     new_key: str
     old_keys: list[str]
     resumed_at: str | None  # the step a previous, interrupted run had reached
@@ -87,9 +88,6 @@ class RotationReport:
     succeeded: bool = False
     error: str | None = None
     seconds: float = 0.0
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
 
 
 def refuse_kms(loaded: LoadedSpec) -> None:

@@ -23,7 +23,7 @@ import re
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -31,11 +31,13 @@ import yaml
 from hardened_cluster.deliver import artifacts
 from hardened_cluster.deliver import bundle
 from hardened_cluster.deliver.converge import converge
-from hardened_cluster.errors import DeliveryError, SpecError, SpecIssue
-from hardened_cluster.plan.kubeadm import ADMIN_KUBECONFIG
 from hardened_cluster.deliver.preflight import ssh_run
+from hardened_cluster.errors import DeliveryError, SpecError, SpecIssue
+from hardened_cluster.operations.report import JsonReport
+from hardened_cluster.plan.kubeadm import ADMIN_KUBECONFIG
 from hardened_cluster.secrets.store import write_private
-from hardened_cluster.spec.model import LoadedSpec, Node, parse_spec
+from hardened_cluster.spec.load import parse_spec
+from hardened_cluster.spec.model import LoadedSpec, Node
 
 VERSION_KEY = "cluster.kubernetes_version"
 DRAIN_TIMEOUT = 300  # seconds kubectl drain may take to evict a node's pods
@@ -139,16 +141,13 @@ class Step:
 
 
 @dataclass
-class UpgradeReport:
+class UpgradeReport(JsonReport):
     from_version: str
     to_version: str
     steps: list[Step] = field(default_factory=list)
     succeeded: bool = False
     error: str | None = None
     seconds: float = 0.0
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
 
 
 def _changes(result, host: str) -> list[str]:

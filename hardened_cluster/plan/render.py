@@ -21,13 +21,13 @@ import jinja2.nodes
 import pydantic
 import yaml
 
+from hardened_cluster import resources
 from hardened_cluster.deliver import bundle
 from hardened_cluster.plan import firewall
 from hardened_cluster.plan import kubeadm
-from hardened_cluster import resources
 from hardened_cluster.plan import sysctl
-from hardened_cluster.secrets.private import private_dir
 from hardened_cluster.secrets.pki import ClusterPKI
+from hardened_cluster.secrets.private import private_dir
 from hardened_cluster.secrets.store import ClusterSecrets
 from hardened_cluster.spec.model import LoadedSpec, Node, Spec
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from hardened_cluster.plan import access
 from hardened_cluster.deliver import artifacts
-from hardened_cluster.verify import kube_bench
+from hardened_cluster.plan import access
 from hardened_cluster.plan import kubeadm
 from hardened_cluster.secrets.pki import RENEW_BEFORE
+from hardened_cluster.verify import kube_bench
 from hardened_cluster.plan.render import (CONTROL_PLANE_CONFIG, SANDBOX_HANDLERS, UPGRADE_CONFIG, HostFacts, HostPlan, Plan, etcd_cluster_token,
                                    etcd_endpoints)
 from hardened_cluster.spec.model import Node

@@ -25,12 +25,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hardened_cluster.deliver import bundle as offline_bundle
-from hardened_cluster.pulumi import providers
-from hardened_cluster.verify.cis import check_plan, summary
 from hardened_cluster.deliver.ansible import delivered_digest
 from hardened_cluster.plan.render import Context, Plan, render_plan
+from hardened_cluster.pulumi import providers
 from hardened_cluster.secrets.store import resolve_secrets
 from hardened_cluster.spec.model import LoadedSpec, Spec
+from hardened_cluster.verify.cis import check_plan
+from hardened_cluster.verify.cis_controls import summary
 
 TYPE = "hardened-cluster:index:HardenedCluster"
 

@@ -25,13 +25,14 @@ import pulumi.dynamic as dyn
 from pulumi.runtime.rpc import UNKNOWN
 
 from hardened_cluster.deliver import membership
-from hardened_cluster.deliver.converge import converge, plan_for, select_phases
 from hardened_cluster.deliver.ansible import RunResult, run
+from hardened_cluster.deliver.converge import converge, plan_for, select_phases
+from hardened_cluster.deliver.preflight import ssh_run
 from hardened_cluster.secrets.age_key import identity_problem
 from hardened_cluster.secrets.pki import fingerprint
-from hardened_cluster.deliver.preflight import ssh_run
 from hardened_cluster.secrets.store import resolve_secrets, rotation_key_name, state_dir, write_private
-from hardened_cluster.spec.model import KEY_LENGTHS, LoadedSpec, parse_spec
+from hardened_cluster.spec.load import parse_spec
+from hardened_cluster.spec.model import KEY_LENGTHS, LoadedSpec
 
 # What the bundle carries: generated secrets and the PKI, as `resolve_secrets` lays them out.
 BUNDLE_DIRS = ("secrets", "pki")

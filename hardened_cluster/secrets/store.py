@@ -15,11 +15,12 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hardened_cluster.secrets.age_key import generate_identity, identity_problem
 from hardened_cluster.errors import SpecError, SpecIssue
+from hardened_cluster.secrets.age_key import generate_identity, identity_problem
 from hardened_cluster.secrets.pki import ClusterPKI, Member, ensure_pki
 from hardened_cluster.secrets.private import private_dir
-from hardened_cluster.spec.model import LoadedSpec, SecretRef, read_secret
+from hardened_cluster.spec.load import read_secret
+from hardened_cluster.spec.model import LoadedSpec, SecretRef
 
 
 def state_dir(cluster_name: str) -> Path:

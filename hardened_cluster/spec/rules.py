@@ -13,8 +13,8 @@ import re
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from hardened_cluster.spec.calendar import EXAMPLES, CalendarError, check_calendar
 from hardened_cluster.errors import SpecIssue
+from hardened_cluster.spec.calendar import EXAMPLES, CalendarError, check_calendar
 from hardened_cluster.spec.text import key_path, shown
 
 if TYPE_CHECKING:

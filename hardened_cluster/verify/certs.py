@@ -20,10 +20,10 @@ from datetime import datetime, timedelta, timezone
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from hardened_cluster.errors import DeliveryError
-from hardened_cluster.secrets.pki import RENEW_BEFORE, ClusterPKI
-from hardened_cluster.plan.render import HostPlan, Plan
 from hardened_cluster.deliver.preflight import Command, require_key_file, ssh_run
+from hardened_cluster.errors import DeliveryError
+from hardened_cluster.plan.render import HostPlan, Plan
+from hardened_cluster.secrets.pki import RENEW_BEFORE, ClusterPKI
 
 # kubeadm's certificates and kubeconfigs, the kubelet's: its -current links name the pairs in use (rotated
 # files stay behind beside them and are not listed).

@@ -23,7 +23,8 @@ import yaml
 
 from hardened_cluster.deliver import bundle
 from hardened_cluster.deliver.artifacts import KUBE_BENCH, ArtifactError, bundle_entry, cache_path
-from hardened_cluster.verify.cis import LAB_EXCEPTIONS, Finding
+from hardened_cluster.verify.cis import LAB_EXCEPTIONS
+from hardened_cluster.verify.cis_controls import Finding
 
 # kube-bench's targets on each kind of node. A control-plane node also runs a kubelet. The etcd
 # checks (2.x) are not run: etcd is external, its members are decided by `check` and drift.

@@ -241,7 +241,12 @@ def admission_plugins(loaded: LoadedSpec, cluster: Cluster) -> Proof:
 
 
 def _pod_outcome(cluster: Cluster, name: str, namespace: str, timeout: float) -> dict:
-    """The pod's end: {'exit': code, 'node': ...}, {'unschedulable': message} or {'stuck': why}."""
+    """The pod's end: {'exit': code, 'node': ...}, {'unschedulable': message} or {'stuck': why} (its sandbox
+    could not be made, or it did not finish within `timeout`)."""
+    def warnings() -> list[dict]:
+        events = cluster.get("-n", namespace, "events", "--field-selector", f"involvedObject.name={name}")["items"]
+        return [e for e in events if e.get("type") == "Warning"]
+
     def end() -> dict | None:
         pod = cluster.get("-n", namespace, "pod", name)
         status = pod.get("status", {})
@@ -252,14 +257,15 @@ def _pod_outcome(cluster: Cluster, name: str, namespace: str, timeout: float) ->
             terminated = container.get("state", {}).get("terminated")
             if terminated:
                 return {"exit": terminated["exitCode"], "node": pod["spec"].get("nodeName")}
-        return None
+        # The kubelet retries a sandbox it could not make, with the same error: no need to wait it out.
+        sandbox = [e["message"] for e in warnings() if e.get("reason") == "FailedCreatePodSandBox"]
+        return {"stuck": sandbox[-1][:300]} if sandbox else None
 
     outcome = _until(end, timeout)
     if outcome:
         return outcome
-    events = cluster.get("-n", namespace, "events", "--field-selector", f"involvedObject.name={name}")["items"]
-    warnings = [e["message"] for e in events if e.get("type") == "Warning"]
-    return {"stuck": (warnings[-1] if warnings else f"not finished after {timeout:.0f}s")[:300]}
+    seen = [e["message"] for e in warnings()]
+    return {"stuck": (seen[-1] if seen else f"not finished after {timeout:.0f}s")[:300]}
 
 
 def _run_pod(cluster: Cluster, manifest: dict, timeout: float = 120) -> tuple[dict, str]:

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from hardened_cluster.plan.firewall import node_rules
 from hardened_cluster.deliver.preflight import ssh_run
+from hardened_cluster.plan.firewall import node_rules
 from hardened_cluster.spec.model import LoadedSpec, Node, Spec
 
 # Runs on the scanning host (python3 is on every node Ansible manages).

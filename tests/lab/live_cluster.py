@@ -8,9 +8,9 @@ import time
 
 import yaml
 
-from hardened_cluster.deliver.converge import converge
 from hardened_cluster.deliver.ansible import PHASES
 from hardened_cluster.deliver.bundle import kube_router_image
+from hardened_cluster.deliver.converge import converge
 from hardened_cluster.spec.model import Spec
 from hardened_cluster.verify.live_cluster import pod_manifest
 from hardened_cluster.verify.probes import etcdctl_argv

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from hardened_cluster.deliver.converge import converge
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.spec.load import load_spec
 from live_cluster import wait_for
 
 pytestmark = pytest.mark.lab

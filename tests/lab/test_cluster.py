@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 import live_cluster
-from hardened_cluster.deliver.converge import converge
 from hardened_cluster.cli.demo import run_outside
+from hardened_cluster.deliver.converge import converge
 from hardened_cluster.errors import DeliveryError
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.spec.load import load_spec
 from hardened_cluster.verify.probes import etcd_health, scan
 
 pytestmark = pytest.mark.lab

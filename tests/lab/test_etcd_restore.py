@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hardened_cluster.deliver.converge import converge
 from hardened_cluster import resources
 from hardened_cluster.deliver.ansible import _environment
+from hardened_cluster.deliver.converge import converge
 
 pytestmark = pytest.mark.lab
 

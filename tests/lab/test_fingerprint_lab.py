@@ -2,8 +2,8 @@
 changed each move the host's fingerprint, and the next apply runs Ansible there and puts it back."""
 import pytest
 
-from hardened_cluster.deliver.rerun import fingerprints
 from hardened_cluster.deliver.converge import converge
+from hardened_cluster.deliver.rerun import fingerprints
 from hardened_cluster.plan.render import render_plan
 from hardened_cluster.secrets.store import resolve_secrets
 

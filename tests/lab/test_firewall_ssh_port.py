@@ -11,9 +11,9 @@ import sys
 import pytest
 import yaml
 
-from hardened_cluster.deliver.converge import converge
 from hardened_cluster.cli.lab import start
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.deliver.converge import converge
+from hardened_cluster.spec.load import load_spec
 
 pytestmark = pytest.mark.lab
 

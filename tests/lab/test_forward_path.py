@@ -25,7 +25,7 @@ from hardened_cluster.deliver.converge import converge
 from hardened_cluster.lab.model import BRIDGE, netns_name
 from hardened_cluster.plan.render import render_plan
 from hardened_cluster.secrets.store import resolve_secrets
-from hardened_cluster.spec.model import parse_spec
+from hardened_cluster.spec.load import parse_spec
 
 pytestmark = pytest.mark.lab
 

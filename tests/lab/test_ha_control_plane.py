@@ -15,12 +15,12 @@ import time
 
 import pytest
 
+from hardened_cluster.cli.lab import start
 from hardened_cluster.lab.lab import Lab
 from hardened_cluster.lab.pytest_plugin import spec_path
-from hardened_cluster.cli.lab import start
 from hardened_cluster.plan.render import FILES, _first_cp
 from hardened_cluster.resources import ROOT
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.spec.load import load_spec
 from live_cluster import CLUSTER_PHASES, access, apply, kubectl, wait_for
 
 pytestmark = pytest.mark.lab

@@ -11,9 +11,9 @@ import json
 
 import pytest
 
+from hardened_cluster.deliver.converge import converge, plan_for
 from hardened_cluster.verify import kube_bench
 from hardened_cluster.verify.cis import check_plan
-from hardened_cluster.deliver.converge import converge, plan_for
 
 pytestmark = pytest.mark.lab
 

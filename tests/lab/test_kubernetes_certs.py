@@ -25,8 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 import live_cluster
-from hardened_cluster.plan import role_vars as role_vars_module
 from hardened_cluster.deliver.rerun import fingerprints
+from hardened_cluster.plan import role_vars as role_vars_module
 from hardened_cluster.plan.render import render_plan
 from hardened_cluster.secrets.store import resolve_secrets
 from live_cluster import apply, kubectl

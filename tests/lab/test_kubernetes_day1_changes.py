@@ -25,7 +25,8 @@ import live_cluster
 from live_cluster import CLUSTER_PHASES, assert_clean, drift, kubectl, pod, wait_for
 
 from hardened_cluster.deliver.artifacts import INSTALL
-from hardened_cluster.spec.model import LoadedSpec, load_spec
+from hardened_cluster.spec.load import load_spec
+from hardened_cluster.spec.model import LoadedSpec
 
 pytestmark = pytest.mark.lab
 

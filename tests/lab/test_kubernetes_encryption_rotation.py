@@ -23,8 +23,8 @@ import yaml
 import live_cluster
 from live_cluster import CLUSTER_PHASES, assert_clean, etcdctl, kubectl
 
-from hardened_cluster.verify.live_cluster import stored_prefix
 from hardened_cluster.secrets.store import encryption_key_names, load_rotation
+from hardened_cluster.verify.live_cluster import stored_prefix
 
 pytestmark = pytest.mark.lab
 

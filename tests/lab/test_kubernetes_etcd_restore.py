@@ -24,8 +24,8 @@ import pytest
 import live_cluster
 from live_cluster import CLUSTER_PHASES, assert_clean, etcdctl, kubectl
 
-from hardened_cluster.verify.live_cluster import stored_prefix
 from hardened_cluster.secrets.store import encryption_key_names
+from hardened_cluster.verify.live_cluster import stored_prefix
 
 pytestmark = pytest.mark.lab
 

@@ -16,7 +16,7 @@ import yaml
 import live_cluster
 from live_cluster import CLUSTER_PHASES, TOOLBOX, assert_clean, drift, kubectl, wait_for
 
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.spec.load import load_spec
 from hardened_cluster.verify.live_cluster import RESTRICTED
 
 pytestmark = pytest.mark.lab

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from hardened_cluster.deliver.converge import plan_for, select_phases
 from hardened_cluster.deliver.ansible import run
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.deliver.converge import plan_for, select_phases
+from hardened_cluster.spec.load import load_spec
 
 pytestmark = pytest.mark.lab
 

@@ -17,12 +17,12 @@ import time
 import pytest
 import yaml
 
-from hardened_cluster.deliver import bundle as bundles
-from hardened_cluster.plan import kubeadm
-from hardened_cluster.deliver.converge import converge
 from hardened_cluster.cli.lab import start
+from hardened_cluster.deliver import bundle as bundles
+from hardened_cluster.deliver.converge import converge
+from hardened_cluster.plan import kubeadm
 from hardened_cluster.plan.render import etcd_endpoints
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.spec.load import load_spec
 from hardened_cluster.verify.live_cluster import RESTRICTED, anonymous_status
 from live_cluster import TOOLBOX, kubectl, wait_for
 

@@ -3,8 +3,8 @@ import socket
 
 import pytest
 
-from hardened_cluster.deliver.rerun import END, fingerprint_command, parse_fingerprint
 from hardened_cluster.deliver.preflight import connect, ssh_run
+from hardened_cluster.deliver.rerun import END, fingerprint_command, parse_fingerprint
 
 pytestmark = pytest.mark.lab
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from hardened_cluster.deliver.converge import converge
 from hardened_cluster import resources
 from hardened_cluster.deliver.ansible import _environment
+from hardened_cluster.deliver.converge import converge
 from live_cluster import etcdctl
 
 pytestmark = pytest.mark.lab

@@ -9,11 +9,11 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from hardened_cluster.plan import render as plan_module
-from hardened_cluster.pulumi.component import TIERS, TYPE, HardenedCluster, HardenedClusterArgs, manifest_objects
 from hardened_cluster.deliver.rerun import plan_key
+from hardened_cluster.plan import render as plan_module
 from hardened_cluster.plan.firewall import node_rules
 from hardened_cluster.plan.render import render_plan
+from hardened_cluster.pulumi.component import TIERS, TYPE, HardenedCluster, HardenedClusterArgs, manifest_objects
 from hardened_cluster.pulumi.providers import load, materialize
 from hardened_cluster.secrets.store import resolve_secrets
 from hc_pulumi_mocks import SAMPLE, SECRETS_TYPE, TIER_TYPE, is_wrapped_secret, resolve, settled

@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hc_pulumi_mocks import SAMPLE
 
 from hardened_cluster.pulumi.component import kubernetes_plugin_version
-from hardened_cluster.spec.model import parse_spec
+from hardened_cluster.spec.load import parse_spec
 
 
 def test_a_bundle_spec_asks_for_the_bundles_plugin(bundle, bundle_spec_text, tmp_path):

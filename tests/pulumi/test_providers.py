@@ -11,8 +11,8 @@ from hc_pulumi_mocks import SAMPLE
 from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime.rpc import UNKNOWN
 
-from hardened_cluster.pulumi import providers
 from hardened_cluster.deliver.ansible import Change, HostResult, RunResult
+from hardened_cluster.pulumi import providers
 from hardened_cluster.pulumi.providers import (
     ClusterSecretsProvider,
     ControlPlaneTierProvider,

@@ -166,7 +166,7 @@ def test_an_unpinned_entry_is_refused_before_any_download(tmp_path: Path) -> Non
 
 
 def test_kubernetes_binaries_must_match_the_spec_version(tmp_path: Path) -> None:
-    from hardened_cluster.spec.model import load_spec
+    from hardened_cluster.spec.load import load_spec
 
     spec = load_spec(Path("inventories/sample/cluster.yaml")).spec
     spec = spec.model_copy(update={"cluster": spec.cluster.model_copy(update={"kubernetes_version": "1.35.1"})})
@@ -213,7 +213,7 @@ def test_pin_reads_upstream_checksum_files(tmp_path: Path, server) -> None:
 def test_fetch_for_stops_on_an_unpinned_artifact_before_ansible(tmp_path: Path) -> None:
     from hardened_cluster.plan.render import render_plan
     from hardened_cluster.secrets.store import resolve_secrets
-    from hardened_cluster.spec.model import parse_spec
+    from hardened_cluster.spec.load import parse_spec
 
     sample = Path("inventories/sample/cluster.yaml")
     data = yaml.safe_load(sample.read_text())

@@ -17,7 +17,7 @@ from hardened_cluster.deliver import artifacts
 from hardened_cluster.deliver import bundle as bundles
 from hardened_cluster.plan.render import render_plan
 from hardened_cluster.secrets.store import resolve_secrets
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.spec.load import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -162,3 +162,38 @@ def test_tampered_file_is_refused_before_anything_is_installed(bundle, bundle_sp
     with pytest.raises(artifacts.ArtifactError, match=r"kubeadm 1\.35\.4 \(amd64\) from .*/bin/kubeadm has digest sha256:"):
         artifacts.fetch_for(plan, ["etcd", "kubernetes"], cache_dir=tmp_path / "cache")
     assert not [p for p in (tmp_path / "cache").rglob("kubeadm") if p.is_file()]
+
+
+def _flaky_go(tmp_path, monkeypatch, failures: int, message: str) -> Path:
+    """A `go` that fails `failures` times with `message` on stderr, then succeeds; the calls are counted."""
+    calls = tmp_path / "calls"
+    script = tmp_path / "go"
+    script.write_text(f"#!/bin/sh\necho x >> {calls}\n"
+                      f"[ $(wc -l < {calls}) -gt {failures} ] && {{ echo built; exit 0; }}\n"
+                      f"echo {json.dumps(message)} >&2; exit 1\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(bundles, "go_path", lambda: str(script))
+    monkeypatch.setattr(bundles, "GO_RETRY_SECONDS", 0)
+    return calls
+
+
+def test_a_go_command_cut_off_from_the_module_proxy_is_tried_again(tmp_path, monkeypatch):
+    # What a cold CI run met on the proxy: a truncated zip, then a dropped connection.
+    calls = _flaky_go(tmp_path, monkeypatch, 2, 'read "https://proxy.golang.org/x/@v/v1.zip": unexpected EOF')
+    assert bundles._go(["mod", "download"], tmp_path) == "built\n"
+    assert len(calls.read_text().splitlines()) == 3
+
+
+def test_a_proxy_that_keeps_failing_is_reported_with_the_attempts(tmp_path, monkeypatch):
+    calls = _flaky_go(tmp_path, monkeypatch, 99, "read tcp: read: software caused connection abort")
+    with pytest.raises(bundles.BundleError, match=r"4 attempts: the module proxy kept failing"):
+        bundles._go(["build", "."], tmp_path)
+    assert len(calls.read_text().splitlines()) == bundles.GO_ATTEMPTS
+
+
+def test_a_go_command_failing_on_the_modules_themselves_is_not_retried(tmp_path, monkeypatch):
+    calls = _flaky_go(tmp_path, monkeypatch, 99, "go: example.com/x@v9.9.9: invalid version: unknown revision v9.9.9")
+    with pytest.raises(bundles.BundleError, match=r"failed:\n.*unknown revision") as caught:
+        bundles._go(["build", "."], tmp_path)
+    assert "attempts" not in str(caught.value)
+    assert len(calls.read_text().splitlines()) == 1

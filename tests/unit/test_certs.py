@@ -15,13 +15,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from hardened_cluster.errors import DeliveryError
+from hardened_cluster.plan.render import HostPlan, Plan, render_plan
+from hardened_cluster.secrets.pki import CA_VALIDITY, RENEW_BEFORE, CertKey, Member, ensure_pki
+from hardened_cluster.secrets.store import resolve_secrets
+from hardened_cluster.spec.load import load_spec
 from hardened_cluster.verify import certs
 from hardened_cluster.verify import cis
-from hardened_cluster.errors import DeliveryError
-from hardened_cluster.secrets.pki import CA_VALIDITY, RENEW_BEFORE, CertKey, Member, ensure_pki
-from hardened_cluster.plan.render import HostPlan, Plan, render_plan
-from hardened_cluster.secrets.store import resolve_secrets
-from hardened_cluster.spec.model import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "inventories" / "sample" / "cluster.yaml"

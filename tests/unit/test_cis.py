@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hardened_cluster.verify import cis
 from hardened_cluster.plan import kubeadm
 from hardened_cluster.plan.render import Plan, render_plan
 from hardened_cluster.secrets.store import resolve_secrets
-from hardened_cluster.spec.model import load_spec, parse_spec
+from hardened_cluster.spec.load import load_spec, parse_spec
+from hardened_cluster.verify import cis, cis_controls
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "inventories" / "sample" / "cluster.yaml"
@@ -44,7 +44,7 @@ def with_file(plan: Plan, host: str, path: str, **changes) -> Plan:
     return dataclasses.replace(plan, hosts=hosts)
 
 
-def by_key(findings: list[cis.Finding]) -> dict[tuple[str, str | None], cis.Finding]:
+def by_key(findings: list[cis_controls.Finding]) -> dict[tuple[str, str | None], cis_controls.Finding]:
     return {(f.id, f.host): f for f in findings}
 
 
@@ -52,7 +52,7 @@ def test_sample_has_no_fail(sample):
     findings = cis.check_plan(sample)
     failed = [f"{f.host} {f.id}: {f.detail}" for f in findings if f.status == "FAIL"]
     assert failed == []
-    assert cis.summary(findings)["PASS"] > cis.summary(findings)["NOT-DECIDABLE"]
+    assert cis_controls.summary(findings)["PASS"] > cis_controls.summary(findings)["NOT-DECIDABLE"]
 
 
 def test_weakened_spec_fails_exactly_the_weakened_controls(state):
@@ -70,8 +70,8 @@ def test_each_control_once_per_host_where_it_applies(sample):
     ids_by_host: dict[str, list[str]] = {}
     for f in findings:
         ids_by_host.setdefault(f.host, []).append(f.id)
-    scopes = {c.id: c.scope for c in cis.CONTROLS}
-    order = [c.id for c in cis.CONTROLS]
+    scopes = {c.id: c.scope for c in cis_controls.CONTROLS}
+    order = [c.id for c in cis_controls.CONTROLS]
     for node in sample.spec.nodes:
         roles = set(node.roles)
         want = {cid for cid, scope in scopes.items()
@@ -84,12 +84,12 @@ def test_each_control_once_per_host_where_it_applies(sample):
 
 
 def test_benchmark_table_covers_the_required_ranges():
-    ids = {c.id for c in cis.CONTROLS}
+    ids = {c.id for c in cis_controls.CONTROLS}
     required = ({f"1.1.{i}" for i in range(1, 22)} | {f"1.2.{i}" for i in range(1, 31)}
                 | {f"1.3.{i}" for i in range(1, 8)} | {"1.4.1", "1.4.2"} | {f"2.{i}" for i in range(1, 8)}
                 | {f"4.1.{i}" for i in range(1, 11)} | {f"4.2.{i}" for i in range(1, 14)})
     assert required <= ids
-    assert all(c.title.startswith(("Ensure", "Verify", "If ")) for c in cis.CONTROLS)
+    assert all(c.title.startswith(("Ensure", "Verify", "If ")) for c in cis_controls.CONTROLS)
 
 
 def test_results_are_deterministic(sample, state):
@@ -194,9 +194,9 @@ def test_kms_v2_is_a_strong_provider(state):
 
 
 def test_summary_counts_every_status():
-    findings = [cis.Finding("1.2.1", "t", "PASS", "a", "d"), cis.Finding("1.2.2", "t", "FAIL", "a", "d")]
-    assert cis.summary(findings) == {"PASS": 1, "FAIL": 1, "NOT-DECIDABLE": 0, "WARN": 0}
-    assert cis.summary([]) == {"PASS": 0, "FAIL": 0, "NOT-DECIDABLE": 0, "WARN": 0}
+    findings = [cis_controls.Finding("1.2.1", "t", "PASS", "a", "d"), cis_controls.Finding("1.2.2", "t", "FAIL", "a", "d")]
+    assert cis_controls.summary(findings) == {"PASS": 1, "FAIL": 1, "NOT-DECIDABLE": 0, "WARN": 0}
+    assert cis_controls.summary([]) == {"PASS": 0, "FAIL": 0, "NOT-DECIDABLE": 0, "WARN": 0}
 
 
 def test_kubeadm_flags_extra_args_override_defaults():

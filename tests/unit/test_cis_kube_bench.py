@@ -32,10 +32,10 @@ import yaml
 
 from hardened_cluster.deliver import bundle
 from hardened_cluster.plan import kubeadm
-from hardened_cluster.verify.cis import check_plan
 from hardened_cluster.plan.render import Plan, render_plan
 from hardened_cluster.secrets.store import resolve_secrets
-from hardened_cluster.spec.model import parse_spec
+from hardened_cluster.spec.load import parse_spec
+from hardened_cluster.verify.cis import check_plan
 
 # kube-bench's cfg/ in the Go module cache (read-only), at the version its build module pins.
 KUBE_BENCH = "github.com/aquasecurity/kube-bench"
@@ -535,7 +535,7 @@ def test_the_flag_model_matches_kubeadms_defaults_by_hand(sample, component):
 
 
 def test_kube_bench_data_is_the_benchmark_cis_py_reports():
-    from hardened_cluster.verify.cis import CONTROLS
+    from hardened_cluster.verify.cis_controls import CONTROLS
     for control in CONTROLS:
         text = CHECKS[control.id]["text"]
         assert re.sub(r"\s*\((Automated|Manual)\)$", "", text).replace("--DenyServiceExternalIPs", "DenyServiceExternalIPs") \

@@ -286,7 +286,7 @@ def test_a_renewal_window_that_is_no_whole_number_of_days_is_refused_contacting_
 def test_a_control_plane_leaving_since_the_last_apply_is_refused_by_name_contacting_nothing(command, guarded):
     """The spec of the last apply is kept in the state; apply does not remove control planes yet."""
     from hardened_cluster.deliver import membership
-    from hardened_cluster.spec.model import load_spec
+    from hardened_cluster.spec.load import load_spec
 
     sample = load_spec(ROOT / "inventories" / "sample" / "cluster.yaml")
     membership.remember(sample, guarded.state / sample.spec.cluster.name)

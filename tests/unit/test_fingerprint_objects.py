@@ -8,7 +8,7 @@ import pytest
 from hardened_cluster.deliver.rerun import fingerprint_request, parse_fingerprint, script
 from hardened_cluster.plan.render import render_plan
 from hardened_cluster.secrets.store import resolve_secrets
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.spec.load import load_spec
 
 SAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "sample" / "cluster.yaml"
 PHASES = ["hosts", "etcd", "runtime", "kubernetes", "objects"]

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import yaml
 
-from hardened_cluster.plan.role_vars import host_vars
 from hardened_cluster.plan.render import HostFacts, render_plan
+from hardened_cluster.plan.role_vars import host_vars
 from hardened_cluster.secrets.store import resolve_secrets
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.spec.load import load_spec
 
 SAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "sample" / "cluster.yaml"
 

@@ -10,12 +10,12 @@ import yaml
 from test_render import ENCRYPTION, SAMPLE, sample_data
 
 from hardened_cluster.errors import SpecError
-from hardened_cluster.plan.render import render_plan
 from hardened_cluster.operations.key_rotation import begin, refuse_kms, rewrite_targets
+from hardened_cluster.plan.render import render_plan
 from hardened_cluster.secrets.store import (
     ROTATION_RECORD, KeyRotation, load_rotation, resolve_secrets, retire_keys, rotation_key_name, save_rotation,
 )
-from hardened_cluster.spec.model import parse_spec
+from hardened_cluster.spec.load import parse_spec
 
 SPEC_KEY = "key-2026-11"  # inventories/sample's only key
 

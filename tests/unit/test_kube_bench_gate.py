@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from hardened_cluster.verify import kube_bench
-from hardened_cluster.verify.cis import Finding
 from hardened_cluster.deliver.converge import select_phases
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.spec.load import load_spec
+from hardened_cluster.verify import kube_bench
+from hardened_cluster.verify.cis_controls import Finding
 
 LAB = SimpleNamespace(lab_exceptions=SimpleNamespace(kubelet_allow_cgroup_v1=True, kube_proxy_keeps_conntrack_max=False,
                                                      kubeadm_skip_system_verification=False))

@@ -14,7 +14,7 @@ from hardened_cluster.deliver import bundle
 from hardened_cluster.plan import kubeadm
 from hardened_cluster.plan.render import render_plan
 from hardened_cluster.secrets.store import resolve_secrets
-from hardened_cluster.spec.model import parse_spec
+from hardened_cluster.spec.load import parse_spec
 
 SAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "sample" / "cluster.yaml"
 K8S = "k8s.io/kubernetes"

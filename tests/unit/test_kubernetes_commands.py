@@ -15,11 +15,11 @@ import yaml
 from hardened_cluster.deliver import artifacts
 from hardened_cluster.deliver.ansible import write_inventory
 from hardened_cluster.plan.render import HostFacts, render_plan
+from hardened_cluster.plan.role_vars import host_vars
 from hardened_cluster.resources import ANSIBLE_CFG, PLAYBOOKS, ROOT
 from hardened_cluster.resources import ROLES as ROLES_DIR
-from hardened_cluster.plan.role_vars import host_vars
 from hardened_cluster.secrets.store import resolve_secrets
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.spec.load import load_spec
 
 ROLES = ("container_runtime", "kubernetes_node", "control_plane", "worker", "cluster_objects")
 SECRET_WORDS = re.compile(r"token|certificate.?key|kubeadm-join|kubeadm-init|join_config|init_config", re.I)

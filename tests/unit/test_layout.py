@@ -97,3 +97,8 @@ def test_core_importing_the_lab_from_a_nested_module_fails_the_check(tmp_path):
     (copy / "nested").mkdir()
     (copy / "nested" / "__init__.py").write_text("from ..lab import Lab\n")
     assert wrong_way_imports(copy) == {"hardened_cluster.nested": ["hardened_cluster.lab", "hardened_cluster.lab.Lab"]}
+
+
+def test_no_module_is_over_about_600_lines():
+    long = {module: n for module, path in module_names(PACKAGE).items() if (n := len(path.read_text().splitlines())) > 650}
+    assert long == {}

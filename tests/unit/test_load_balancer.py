@@ -16,12 +16,12 @@ import pytest
 import yaml
 from test_render import SAMPLE, sample_data
 
-from hardened_cluster.plan import firewall
 from hardened_cluster.deliver.ansible import PHASES, write_inventory
+from hardened_cluster.plan import firewall
 from hardened_cluster.plan.render import render_plan
 from hardened_cluster.plan.role_vars import role_vars
 from hardened_cluster.secrets.store import resolve_secrets
-from hardened_cluster.spec.model import parse_spec
+from hardened_cluster.spec.load import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "load-balancer"

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from hardened_cluster.deliver import membership
-from hardened_cluster.spec.model import SpecError, load_spec, parse_spec
+from hardened_cluster.errors import SpecError
+from hardened_cluster.spec.load import load_spec, parse_spec
 
 SAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "sample" / "cluster.yaml"
 

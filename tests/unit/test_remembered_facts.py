@@ -2,9 +2,9 @@
 import stat
 from pathlib import Path
 
-from hardened_cluster.plan.render import HostFacts
 from hardened_cluster.deliver.preflight import remember_facts, remembered_facts, unknown_hosts
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.plan.render import HostFacts
+from hardened_cluster.spec.load import load_spec
 
 SAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "sample" / "cluster.yaml"
 

@@ -24,7 +24,7 @@ import yaml
 from hardened_cluster.plan.kubeadm import ca_cert_hash, runtime_label
 from hardened_cluster.plan.render import FILES, MANIFESTS, Plan, render_plan
 from hardened_cluster.secrets.store import ClusterSecrets, resolve_secrets
-from hardened_cluster.spec.model import parse_spec
+from hardened_cluster.spec.load import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "inventories" / "sample" / "cluster.yaml"

@@ -16,7 +16,7 @@ import yaml
 from hardened_cluster.plan import render as plans
 from hardened_cluster.plan.render import HostFacts, node_inputs, render_plan
 from hardened_cluster.secrets.store import resolve_secrets
-from hardened_cluster.spec.model import parse_spec
+from hardened_cluster.spec.load import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "inventories" / "sample" / "cluster.yaml"

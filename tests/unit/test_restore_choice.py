@@ -8,7 +8,7 @@ import pytest
 
 from hardened_cluster.errors import InputError
 from hardened_cluster.operations.etcd_restore import choose_snapshot
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.spec.load import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 AVAILABLE = ["etcd-20260101T000000Z.db.age", "etcd-20260102T000000Z.db", "etcd-20260103T000000Z.db.age"]

@@ -9,13 +9,13 @@ import pytest
 import yaml
 from test_render import SAMPLE, sample_data
 
-from hardened_cluster.plan import render as plan_module
-from hardened_cluster.deliver.rerun import plan_key
 from hardened_cluster.deliver.ansible import PHASES, write_inventory
+from hardened_cluster.deliver.rerun import plan_key
+from hardened_cluster.plan import render as plan_module
 from hardened_cluster.plan.render import render_plan
 from hardened_cluster.plan.role_vars import CONNECTION, host_vars, role_vars
 from hardened_cluster.secrets.store import resolve_secrets
-from hardened_cluster.spec.model import parse_spec
+from hardened_cluster.spec.load import parse_spec
 
 CODE = "0" * 64  # the role code's digest: the same for every plan compared here
 OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGyCXOCtEgBz60mm5kaXxg5JsyiBJuVLHQt4vLIl0csF"

@@ -6,7 +6,7 @@ import pyrage
 import yaml
 
 from hardened_cluster.deliver.ansible import secret_env_names
-from hardened_cluster.spec.model import load_spec
+from hardened_cluster.spec.load import load_spec
 
 SAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "sample" / "cluster.yaml"
 

@@ -23,11 +23,11 @@ import yaml
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from hardened_cluster.verify.cis import check_plan
 from hardened_cluster.errors import SpecError
 from hardened_cluster.plan.render import render_plan
 from hardened_cluster.secrets.store import resolve_secrets
-from hardened_cluster.spec.model import parse_spec
+from hardened_cluster.spec.load import parse_spec
+from hardened_cluster.verify.cis import check_plan
 from test_spec_validation import KEY_PATH, LEAKS
 
 ROOT = Path(__file__).resolve().parents[2]

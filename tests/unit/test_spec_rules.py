@@ -13,10 +13,10 @@ import yaml
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
-from hardened_cluster.spec.calendar import CalendarError, check_calendar
 from hardened_cluster.errors import SpecError
-from hardened_cluster.spec.model import load_spec, parse_spec
+from hardened_cluster.spec.calendar import CalendarError, check_calendar
 from hardened_cluster.spec.limits import MAX_BYTES
+from hardened_cluster.spec.load import load_spec, parse_spec
 from test_spec_validation import FILES, SAMPLE, _ipv6_sample, _sample
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hardened_cluster.errors import SpecError
-from hardened_cluster.spec.model import load_spec, parse_spec
+from hardened_cluster.spec.load import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "specs" / "invalid"
