@@ -21,8 +21,7 @@ from pathlib import Path
 from hardened_cluster.deliver.ansible import RunResult
 from hardened_cluster.deliver.artifacts import INSTALL
 from hardened_cluster.deliver.preflight import ssh_run
-from hardened_cluster.errors import DeliveryError
-from hardened_cluster.errors import SpecError, SpecIssue
+from hardened_cluster.errors import DeliveryError, SpecError, SpecIssue
 from hardened_cluster.plan import kubeadm
 from hardened_cluster.secrets.store import write_private
 from hardened_cluster.spec.model import LoadedSpec, Node, Spec

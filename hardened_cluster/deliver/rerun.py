@@ -23,8 +23,7 @@ from hardened_cluster import resources
 from hardened_cluster.deliver.ansible import delivered_digest
 from hardened_cluster.deliver.preflight import Command, ssh_run
 from hardened_cluster.errors import DeliveryError
-from hardened_cluster.plan import access
-from hardened_cluster.plan import kubeadm
+from hardened_cluster.plan import access, kubeadm
 from hardened_cluster.plan.render import Plan
 from hardened_cluster.plan.role_vars import role_vars
 from hardened_cluster.plan.sysctl import node_sysctls

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from hardened_cluster.deliver import artifacts
-from hardened_cluster.deliver import bundle
+from hardened_cluster.deliver import artifacts, bundle
 from hardened_cluster.deliver.converge import converge
 from hardened_cluster.deliver.preflight import ssh_run
 from hardened_cluster.errors import DeliveryError, SpecError, SpecIssue

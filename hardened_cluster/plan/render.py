@@ -23,9 +23,7 @@ import yaml
 
 from hardened_cluster import resources
 from hardened_cluster.deliver import bundle
-from hardened_cluster.plan import firewall
-from hardened_cluster.plan import kubeadm
-from hardened_cluster.plan import sysctl
+from hardened_cluster.plan import firewall, kubeadm, sysctl
 from hardened_cluster.secrets.pki import ClusterPKI
 from hardened_cluster.secrets.private import private_dir
 from hardened_cluster.secrets.store import ClusterSecrets

@@ -11,8 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hardened_cluster.deliver import artifacts
-from hardened_cluster.plan import access
-from hardened_cluster.plan import kubeadm
+from hardened_cluster.plan import access, kubeadm
 from hardened_cluster.secrets.pki import RENEW_BEFORE
 from hardened_cluster.verify import kube_bench
 from hardened_cluster.plan.render import (CONTROL_PLANE_CONFIG, SANDBOX_HANDLERS, UPGRADE_CONFIG, HostFacts, HostPlan, Plan, etcd_cluster_token,

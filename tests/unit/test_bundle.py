@@ -13,8 +13,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hardened_cluster.deliver import artifacts
-from hardened_cluster.deliver import bundle as bundles
+from hardened_cluster.deliver import artifacts, bundle as bundles
 from hardened_cluster.plan.render import render_plan
 from hardened_cluster.secrets.store import resolve_secrets
 from hardened_cluster.spec.load import load_spec

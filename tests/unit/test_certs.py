@@ -20,8 +20,7 @@ from hardened_cluster.plan.render import HostPlan, Plan, render_plan
 from hardened_cluster.secrets.pki import CA_VALIDITY, RENEW_BEFORE, CertKey, Member, ensure_pki
 from hardened_cluster.secrets.store import resolve_secrets
 from hardened_cluster.spec.load import load_spec
-from hardened_cluster.verify import certs
-from hardened_cluster.verify import cis
+from hardened_cluster.verify import certs, cis
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "inventories" / "sample" / "cluster.yaml"

@@ -16,8 +16,7 @@ from hardened_cluster.deliver import artifacts
 from hardened_cluster.deliver.ansible import write_inventory
 from hardened_cluster.plan.render import HostFacts, render_plan
 from hardened_cluster.plan.role_vars import host_vars
-from hardened_cluster.resources import ANSIBLE_CFG, PLAYBOOKS, ROOT
-from hardened_cluster.resources import ROLES as ROLES_DIR
+from hardened_cluster.resources import ANSIBLE_CFG, PLAYBOOKS, ROLES as ROLES_DIR, ROOT
 from hardened_cluster.secrets.store import resolve_secrets
 from hardened_cluster.spec.load import load_spec
 
