@@ -317,6 +317,10 @@ class _Events:
 def _message(res: dict) -> str:
     if res.get("censored"):
         return "details hidden (no_log: the task handles secrets)"
+    failed_items = [item for item in res.get("results") or [] if isinstance(item, dict) and item.get("failed")]
+    if failed_items:
+        # A loop's own summary ("One or more items failed") hides which item failed and why.
+        return "; ".join(f"{item.get('item')}: {_message(item)}" for item in failed_items)[:600]
     msg = res.get("msg") or res.get("stderr") or ""
     if res.get("stderr") and msg == "non-zero return code":
         # A command's own last word says more than Ansible's summary; kubeadm's is a hint about --v=5,

@@ -96,7 +96,8 @@ def _run(client: paramiko.SSHClient, command: Command, timeout: float) -> tuple[
     into, out, err = client.exec_command(command.line, timeout=timeout)
     into.write(command.stdin)
     into.channel.shutdown_write()
-    stdout, stderr = out.read().decode(), err.read().decode()
+    # Undecodable bytes (an encrypted etcd value) must not end the read: they are replaced, the text stays.
+    stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     return out.channel.recv_exit_status(), stdout, stderr
 
 

@@ -172,6 +172,11 @@ def test_drift_reports_tampering_and_apply_fixes_it(scenario, applied, lab, lab_
     described = " ".join(c.describe() for c in drift.hosts[host].changes) + " " + " ".join(
         str(c) for c in drift.hosts[host].changes)
     assert evidence in described, described
+    if scenario == "etcd-stopped":
+        # The snapshot timer may fire meanwhile (hourly in the lab): it must not start the member again.
+        snapshot = lab.lab.exec(host, ["systemctl", "start", "etcd-snapshot.service"], check=False)
+        active = lab.lab.exec(host, ["systemctl", "is-active", "etcd"], check=False).stdout.decode().strip()
+        assert snapshot.returncode != 0 and active == "inactive", (snapshot.returncode, active)
     fixed = _converge(lab_spec, lab_state, output, check=False)
     assert fixed.succeeded and fixed.hosts[host].changed > 0
     # Check mode of every role on the tampered host, not the rerun shortcut's fingerprint (the others were

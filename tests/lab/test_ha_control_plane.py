@@ -23,7 +23,7 @@ from hardened_cluster.resources import ROOT
 from hardened_cluster.spec.load import load_spec
 from live_cluster import CLUSTER_PHASES, access, apply, kubectl, wait_for
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.long]
 
 HA_SPEC = ROOT / "inventories" / "lab-ha" / "cluster.yaml"
 MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"

@@ -26,7 +26,7 @@ from live_cluster import CLUSTER_PHASES, assert_clean, etcdctl, kubectl
 from hardened_cluster.secrets.store import encryption_key_names, load_rotation
 from hardened_cluster.verify.live_cluster import stored_prefix
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.long]
 
 NAMESPACE = "default"
 SECRETS = [f"hc-rotation-{i}" for i in range(3)]

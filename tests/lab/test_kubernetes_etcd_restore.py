@@ -27,7 +27,7 @@ from live_cluster import CLUSTER_PHASES, assert_clean, etcdctl, kubectl
 from hardened_cluster.secrets.store import encryption_key_names
 from hardened_cluster.verify.live_cluster import stored_prefix
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.long]
 
 NAMESPACE = "default"
 SECRET, CONFIGMAP, LATER = "hc-restore-secret", "hc-restore-cm", "hc-restore-later"

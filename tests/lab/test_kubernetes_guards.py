@@ -12,7 +12,7 @@ import pytest
 import live_cluster
 from hardened_cluster.deliver.converge import converge
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.long]
 
 CP = "cp-1"
 PKI = "/etc/kubernetes/pki"

@@ -19,7 +19,7 @@ from live_cluster import CLUSTER_PHASES, TOOLBOX, assert_clean, drift, kubectl, 
 from hardened_cluster.spec.load import load_spec
 from hardened_cluster.verify.live_cluster import RESTRICTED
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.long]
 
 LEAVING, STAYING = "worker-2", "worker-1"
 APP = "hc-membership"
@@ -88,7 +88,7 @@ def test_a_worker_leaving_the_spec_is_drained_deleted_and_reset_and_joins_again(
         assert [c.task for c in found.get(LEAVING, [])] == ["Remove the node that left the spec"], found
 
         result = live_cluster.apply(smaller, lab_state, phases=CLUSTER_PHASES)
-        assert [c.detail for c in result.hosts[LEAVING].changes] == ["drained, deleted and reset"]
+        assert [c.detail for c in result.hosts[LEAVING].changes] == ["drained, deleted from the API and reset"]
         assert kubectl(cluster, "get", "node", LEAVING, check=False).returncode != 0
         # The evicted pod was rescheduled on the remaining worker: two replicas run, none lost.
         after = wait_for("both replicas running again", lambda: (p := running_pods(cluster)) and len(p) == 2 and p)

@@ -12,7 +12,10 @@ pytestmark = pytest.mark.lab
 
 
 def test_a_full_rerun_of_every_phase_changes_nothing_on_any_host(lab, lab_spec, lab_state, bundle):
-    apply(lab_spec, lab_state)  # from empty when this module runs alone; else every host is unchanged
+    # Brought up first only when this module runs alone: after the other modules, an apply before the
+    # full one would put right what they left changed, and hide it.
+    if not (lab_state / "admin.conf").exists():
+        apply(lab_spec, lab_state)
     result = apply(lab_spec, lab_state, full=True)
     assert set(result.hosts) == {n.name for n in lab_spec.spec.nodes}
     assert "kubernetes" in result.phases and "objects" in result.phases

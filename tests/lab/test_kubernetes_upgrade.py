@@ -26,7 +26,7 @@ from hardened_cluster.spec.load import load_spec
 from hardened_cluster.verify.live_cluster import RESTRICTED, anonymous_status
 from live_cluster import TOOLBOX, kubectl, wait_for
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.long]
 
 FROM, TO = bundles.DEFAULT_KUBERNETES, "1.36.3"
 APP = "survivor"

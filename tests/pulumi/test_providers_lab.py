@@ -18,7 +18,8 @@ DROP_IN = "/etc/ssh/sshd_config.d/10-hardened-cluster.conf"
 
 
 @pytest.fixture(scope="module")
-def inputs(lab, tmp_path_factory) -> dict[str, dict]:
+def inputs(lab, bundle, tmp_path_factory) -> dict[str, dict]:
+    """The lab spec names the offline bundle: without one, these tests skip (the bundle fixture says why)."""
     doc = yaml.safe_load(LAB_SPEC.read_text())
     doc["ssh"]["known_hosts"] = str(lab.known_hosts)
     keys = [{"name": k["name"], "secret": k["secret"]} for k in doc["encryption"]["keys"]]

@@ -34,6 +34,12 @@ def _run(tmp_path: Path, check: bool) -> HostResult:
         {"name": "Probe", "ansible.builtin.command": {"argv": ["true"]}, "changed_when": False,
          "check_mode": False},
     ]
+    rc, result = _play(tmp_path, tasks, check)
+    assert rc == 0
+    return result
+
+
+def _play(tmp_path: Path, tasks: list[dict], check: bool) -> tuple[int, HostResult]:
     project = tmp_path / "project"
     project.mkdir(exist_ok=True)
     (tmp_path / "runner").mkdir(exist_ok=True)
@@ -50,8 +56,7 @@ def _run(tmp_path: Path, check: bool) -> HostResult:
         envvars={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
                  "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_REMOTE_TEMP": str(tmp_path / "tmp"),
                  "ANSIBLE_NOCOLOR": "True"})
-    assert runner.rc == 0, runner.stdout.read()
-    return events.results[HOST]
+    return runner.rc, events.results[HOST]
 
 
 def test_drift_reports_each_changed_file_and_setting_and_nothing_once_fixed(tmp_path):
@@ -80,3 +85,11 @@ def test_drift_reports_each_changed_file_and_setting_and_nothing_once_fixed(tmp_
     clean = _run(tmp_path, check=True)
     assert (clean.changed, clean.failed, clean.changes) == (0, 0, [])
     assert clean.ok == 4
+
+
+def test_a_failed_loop_is_reported_by_the_items_that_failed_and_their_own_messages(tmp_path):
+    tasks = [{"name": "Remove state", "ansible.builtin.fail": {"msg": "{{ item }} is busy"},
+              "when": "item != '/kept'", "loop": ["/kept", "/var/lib/kubelet"]}]
+    rc, result = _play(tmp_path, tasks, check=False)
+    assert rc != 0 and result.failed == 1
+    assert result.errors == ["-: Remove state: /var/lib/kubelet: /var/lib/kubelet is busy"]
