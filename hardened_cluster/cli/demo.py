@@ -46,7 +46,7 @@ def run(spec_path: Path, keep: bool = False) -> int:
         loaded = load_spec(spec_path)
         _say(f"   {len(nodes)} nodes up: " + ", ".join(f"{n.name} ({n.address})" for n in nodes))
 
-        _say("== apply (the first converge takes about a minute)")
+        _say("== apply: every phase from empty, kubeadm init and the joins included (a few minutes)")
         result, report = converge(loaded, check=False, progress=None)
         for name, host in result.hosts.items():
             _say(f"   {name:<10} ok={host.ok} changed={host.changed} failed={host.failed}"

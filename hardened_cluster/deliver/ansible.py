@@ -119,6 +119,12 @@ class Change:
         return what + (f" (CIS {self.cis})" if self.cis else "") + (f": {self.detail}" if self.detail else "")
 
 
+# The events that end a task on a host (ansible-runner gives each its duration), and how many of a host's
+# slowest tasks its result keeps.
+TASK_ENDS = frozenset({"runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable"})
+SLOWEST = 8
+
+
 @dataclass
 class HostResult:
     ok: int = 0
@@ -130,6 +136,8 @@ class HostResult:
     unchanged: bool = False
     changes: list[Change] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Where the run's time went on this host: its slowest tasks as [seconds, "role: task"], longest first.
+    slowest: list[tuple[float, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -257,6 +265,7 @@ class _Events:
     def __init__(self, hosts: list[str], check: bool, progress: Callable[[str], None] | None,
                  reports: dict[str, dict]) -> None:
         self.results = {h: HostResult() for h in hosts}
+        self.task_seconds: dict[str, dict[str, float]] = {h: {} for h in hosts}
         self.reports = reports
         self.check = check
         self.progress = progress
@@ -278,6 +287,10 @@ class _Events:
         res = data.get("res") or {}
         task = data.get("task", "")
         role = data.get("role", "") or "-"
+        if kind in TASK_ENDS and isinstance(data.get("duration"), (int, float)):
+            seconds = self.task_seconds[host]
+            seconds[f"{role}: {task}"] = seconds.get(f"{role}: {task}", 0.0) + data["duration"]
+            result.slowest = sorted(((round(s, 2), name) for name, s in seconds.items()), reverse=True)[:SLOWEST]
         if kind == "runner_item_on_ok" and res.get("changed"):
             item = res.get("item")
             if isinstance(item, dict):

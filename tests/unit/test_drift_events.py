@@ -93,3 +93,13 @@ def test_a_failed_loop_is_reported_by_the_items_that_failed_and_their_own_messag
     rc, result = _play(tmp_path, tasks, check=False)
     assert rc != 0 and result.failed == 1
     assert result.errors == ["-: Remove state: /var/lib/kubelet: /var/lib/kubelet is busy"]
+
+
+def test_each_host_keeps_its_slowest_tasks_longest_first_with_their_seconds(tmp_path):
+    tasks = [{"name": f"Wait {seconds}", "ansible.builtin.command": {"argv": ["sleep", str(seconds)]},
+              "changed_when": False} for seconds in (0.1, 1.2, 0.6)]
+    rc, result = _play(tmp_path, tasks, check=False)
+    assert rc == 0
+    assert [name for _, name in result.slowest] == ["-: Wait 1.2", "-: Wait 0.6", "-: Wait 0.1"]
+    seconds = dict((name, s) for s, name in result.slowest)
+    assert 1.2 <= seconds["-: Wait 1.2"] < 10 and 0.6 <= seconds["-: Wait 0.6"] < seconds["-: Wait 1.2"]
