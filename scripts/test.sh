@@ -16,7 +16,7 @@ pytest=(.venv/bin/python -m pytest -W error::pytest.PytestReturnNotNoneWarning)
 if [ "$#" -gt 0 ]; then
   exec "${pytest[@]}" "$@"
 fi
-# The tests without a lab run beside the lab's (which mostly wait on its nodes): the two pytest sessions
+# The tests without a lab run beside the lab's (about 9 of its 60 minutes, sharing the cores): the two sessions
 # split the suite by the `lab` marker, each with a temporary directory of its own; the other's report
 # follows the lab's.
 others=$(mktemp -d)
