@@ -288,8 +288,8 @@ class _Events:
         task = data.get("task", "")
         role = data.get("role", "") or "-"
         if kind in TASK_ENDS and isinstance(data.get("duration"), (int, float)):
-            seconds = self.task_seconds[host]
-            seconds[f"{role}: {task}"] = seconds.get(f"{role}: {task}", 0.0) + data["duration"]
+            seconds, key = self.task_seconds[host], f"{role}: {task}"
+            seconds[key] = seconds.get(key, 0.0) + data["duration"]
             result.slowest = sorted(((round(s, 2), name) for name, s in seconds.items()), reverse=True)[:SLOWEST]
         if kind == "runner_item_on_ok" and res.get("changed"):
             item = res.get("item")
